@@ -1,0 +1,378 @@
+package correlate
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// fakeDiag answers lookups from a table; unknown sockets are NoSocket.
+type fakeDiag struct {
+	socks   map[diag.Query]diag.Snapshot
+	calls   [][]diag.Query
+	err     error
+	noCalls bool // don't record calls (benchmarks)
+}
+
+func (f *fakeDiag) Lookup(qs []diag.Query, out []diag.Snapshot) error {
+	if !f.noCalls {
+		f.calls = append(f.calls, append([]diag.Query(nil), qs...))
+	}
+	if f.err != nil {
+		return f.err
+	}
+	for i, q := range qs {
+		s, ok := f.socks[q]
+		if !ok {
+			s = diag.Snapshot{Status: diag.NoSocket}
+		}
+		out[i] = s
+	}
+	return nil
+}
+
+// fakeSink keeps what it is given.
+type fakeSink struct {
+	recs       []output.Record
+	watermarks map[int]int64
+	reject     bool
+}
+
+func (s *fakeSink) Submit(w int, recs []output.Record, wm int64) bool {
+	if s.reject {
+		return false
+	}
+	s.recs = append(s.recs, recs...)
+	s.Advance(w, wm)
+	return true
+}
+
+func (s *fakeSink) Advance(w int, wm int64) {
+	if s.watermarks == nil {
+		s.watermarks = map[int]int64{}
+	}
+	s.watermarks[w] = wm
+}
+
+var (
+	local  = netip.MustParseAddrPort("10.0.0.1:40000")
+	remote = netip.MustParseAddrPort("10.0.0.2:5201")
+)
+
+func established(cookie uint64) diag.Snapshot {
+	return diag.Snapshot{Status: diag.Found, State: diag.StateEstablished, Cookie: cookie, Time: 1}
+}
+
+// pkt makes packet number seq of the flow local<->remote in direction d.
+func pkt(seq uint32, d capture.Direction, l, r netip.AddrPort) capture.Packet {
+	p := capture.Packet{Time: int64(seq) * 1000, Seq: seq, Dir: d}
+	if d == capture.DirOut {
+		p.Src, p.Dst = l, r
+	} else {
+		p.Src, p.Dst = r, l
+	}
+	return p
+}
+
+func newEngine(t testing.TB, cfg *Config, sink Sink, ls ...Lookuper) *Engine {
+	t.Helper()
+	e, err := New(cfg, sink, ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// checkConservation asserts packets = records + sampled out + skips, per direction.
+func checkConservation(t *testing.T, c output.Counts, recs []output.Record) {
+	t.Helper()
+	var lines [2]uint64
+	for _, r := range recs {
+		lines[r.Pkt.Dir]++
+	}
+	for d := 0; d < 2; d++ {
+		got := lines[d] + c.SampledOut[d] + c.SkipMalloc[d] + c.SkipTCPCB[d] + c.SkipInPCB[d]
+		if got != c.Packets[d] {
+			t.Errorf("direction %d: packets %d != lines %d + sampled out %d + malloc %d + tcpcb %d + inpcb %d",
+				d, c.Packets[d], lines[d], c.SampledOut[d], c.SkipMalloc[d], c.SkipTCPCB[d], c.SkipInPCB[d])
+		}
+	}
+}
+
+func TestPPLPhase(t *testing.T) {
+	// SIFTR: counter = (counter+1) % ppl, log when it wraps to 0: the N-th,
+	// 2N-th, ... packet of each flow, never the first (unless N = 1).
+	for _, ppl := range []uint32{1, 2, 3, 7} {
+		d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(9)}}
+		sink := &fakeSink{}
+		e := newEngine(t, &Config{PPL: ppl}, sink, d)
+		var want []uint32
+		var block []capture.Packet
+		for n := uint32(1); n <= 20; n++ {
+			dir := capture.Direction(n % 2) // both directions share one counter
+			block = append(block, pkt(n, dir, local, remote))
+			if n%ppl == 0 {
+				want = append(want, n)
+			}
+			if n%6 == 0 { // several blocks
+				e.Block(0, block)
+				block = block[:0]
+			}
+		}
+		e.Block(0, block)
+		var got []uint32
+		for _, r := range sink.recs {
+			got = append(got, r.Pkt.Seq)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ppl=%d: logged packets (-want +got):\n%s", ppl, diff)
+		}
+		c := e.Counts()
+		if c.Packets[0]+c.Packets[1] != 20 {
+			t.Errorf("ppl=%d: counted %v packets, want 20", ppl, c.Packets)
+		}
+		checkConservation(t, c, sink.recs)
+	}
+}
+
+func TestOneLookupPerSocketPerBlock(t *testing.T) {
+	other := netip.MustParseAddrPort("10.0.0.3:5201")
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{
+		{Local: local, Remote: remote}: established(1),
+		{Local: local, Remote: other}:  established(2),
+	}}
+	sink := &fakeSink{}
+	e := newEngine(t, nil, sink, d)
+	e.Block(0, []capture.Packet{
+		pkt(1, capture.DirOut, local, remote),
+		pkt(2, capture.DirIn, local, remote),
+		pkt(3, capture.DirOut, local, other),
+		pkt(4, capture.DirOut, local, remote),
+		pkt(5, capture.DirIn, local, other),
+	})
+	if len(d.calls) != 1 {
+		t.Fatalf("%d Lookup calls, want 1", len(d.calls))
+	}
+	want := []diag.Query{{Local: local, Remote: remote}, {Local: local, Remote: other}}
+	if diff := cmp.Diff(want, d.calls[0], cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("queries (-want +got):\n%s", diff)
+	}
+	if len(sink.recs) != 5 {
+		t.Fatalf("%d records, want 5", len(sink.recs))
+	}
+	for _, r := range sink.recs {
+		wantCookie := uint64(1)
+		if r.Pkt.Remote() == other {
+			wantCookie = 2
+		}
+		if r.Snap.Cookie != wantCookie {
+			t.Errorf("packet %d got the snapshot of cookie %d, want %d", r.Pkt.Seq, r.Snap.Cookie, wantCookie)
+		}
+	}
+	if s := e.Stats(); s.Lookups != 2 || s.Batches != 1 {
+		t.Errorf("stats: %d lookups in %d batches, want 2 in 1", s.Lookups, s.Batches)
+	}
+	if sink.watermarks[0] != 5000 {
+		t.Errorf("watermark %d, want the block's newest packet time 5000", sink.watermarks[0])
+	}
+}
+
+func TestSkipReasons(t *testing.T) {
+	synSent := netip.MustParseAddrPort("10.0.0.4:5201")
+	closed := netip.MustParseAddrPort("10.0.0.5:5201")
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{
+		{Local: local, Remote: synSent}: {Status: diag.NotEstablished, State: diag.StateSynSent, Cookie: 3},
+		{Local: local, Remote: closed}:  {Status: diag.Found, State: diag.StateClose, Cookie: 4},
+	}}
+	sink := &fakeSink{}
+	e := newEngine(t, nil, sink, d)
+	e.Block(0, []capture.Packet{
+		pkt(1, capture.DirOut, local, remote), // no socket: inpcb
+		pkt(2, capture.DirIn, local, remote),
+		pkt(3, capture.DirIn, local, remote),
+		pkt(4, capture.DirOut, local, synSent), // tcpcb
+		pkt(5, capture.DirIn, local, closed),   // tcpcb: CLOSE is before ESTABLISHED in FreeBSD's order
+	})
+	c := e.Counts()
+	want := output.Counts{
+		Packets:   [2]uint64{3, 2},
+		SkipInPCB: [2]uint64{2, 1},
+		SkipTCPCB: [2]uint64{1, 1},
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if len(sink.recs) != 0 {
+		t.Errorf("%d records, want 0", len(sink.recs))
+	}
+	if len(e.Flows()) != 0 {
+		t.Errorf("flow list %v, want empty: no flow was established", e.Flows())
+	}
+}
+
+func TestLookupErrorAndFullSinkAreMalloc(t *testing.T) {
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(1)}}
+	sink := &fakeSink{reject: true}
+	e := newEngine(t, nil, sink, d)
+	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirIn, local, remote)})
+	d.err = errors.New("netlink: boom")
+	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote)})
+	c := e.Counts()
+	if c.SkipMalloc != [2]uint64{1, 2} {
+		t.Errorf("malloc skips %v, want [1 2]", c.SkipMalloc)
+	}
+	s := e.Stats()
+	if s.SinkRejected != 2 || s.LookupErrors != 1 || s.LastLookupErrMsg != "netlink: boom" {
+		t.Errorf("stats %+v", s)
+	}
+	checkConservation(t, c, nil)
+}
+
+func TestFlowTableBound(t *testing.T) {
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}}
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{MaxFlows: 2}, sink, d)
+	var block []capture.Packet
+	for i := range 3 {
+		r := netip.AddrPortFrom(remote.Addr(), uint16(6000+i))
+		d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		block = append(block, pkt(uint32(i+1), capture.DirOut, local, r))
+	}
+	e.Block(0, block)
+	c := e.Counts()
+	if c.SkipMalloc[1] != 1 || len(sink.recs) != 2 {
+		t.Errorf("malloc %v, %d records; want the third flow's packet skipped as malloc", c.SkipMalloc, len(sink.recs))
+	}
+	if s := e.Stats(); s.ActiveFlows != 2 || s.FlowTableFull != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	checkConservation(t, c, sink.recs)
+}
+
+func TestPruneAndFlowList(t *testing.T) {
+	q := diag.Query{Local: local, Remote: remote}
+	idle := netip.MustParseAddrPort("10.0.0.9:5201")
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{q: established(7), {Local: local, Remote: idle}: established(8)}}
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{IdleTimeout: time.Minute}, sink, d)
+	now := time.Now()
+	p := pkt(1, capture.DirOut, local, remote)
+	p.Time = now.UnixNano()
+	pi := pkt(2, capture.DirOut, local, idle)
+	pi.Time = now.Add(-2 * time.Minute).UnixNano()
+	e.Block(0, []capture.Packet{pi, p})
+	if s := e.Stats(); s.ActiveFlows != 2 {
+		t.Fatalf("%d active flows, want 2", s.ActiveFlows)
+	}
+	// The socket closes: the next lookup finds none, the flow is gone.
+	delete(d.socks, q)
+	p.Time++
+	e.Block(0, []capture.Packet{p})
+	e.Prune(now)
+	if s := e.Stats(); s.ActiveFlows != 0 || s.FlowsPruned != 2 {
+		t.Errorf("after prune: %+v, want 0 active, 2 pruned", s)
+	}
+	want := []output.Flow{{Local: local, Remote: idle}, {Local: local, Remote: remote}}
+	if diff := cmp.Diff(want, e.Flows(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("flow list (-want +got):\n%s", diff)
+	}
+}
+
+func TestReusedFourTupleIsNewFlow(t *testing.T) {
+	q := diag.Query{Local: local, Remote: remote}
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{q: established(100)}}
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{PPL: 2}, sink, d)
+	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirOut, local, remote)})
+	d.socks[q] = established(200)
+	// packet 3 and 4 belong to the old flow's counter; 4 is sampled and reveals the new cookie.
+	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote), pkt(4, capture.DirOut, local, remote)})
+	// The new flow counts from zero: 6 is its 2nd packet.
+	e.Block(0, []capture.Packet{pkt(5, capture.DirOut, local, remote), pkt(6, capture.DirOut, local, remote)})
+	var got []uint64
+	for _, r := range sink.recs {
+		got = append(got, r.Snap.Cookie)
+	}
+	if diff := cmp.Diff([]uint64{100, 200, 200}, got); diff != "" {
+		t.Errorf("record cookies (-want +got):\n%s", diff)
+	}
+	if s := e.Stats(); s.CookieReuses != 1 {
+		t.Errorf("%d cookie reuses, want 1", s.CookieReuses)
+	}
+	if n := len(e.Flows()); n != 2 {
+		t.Errorf("flow list has %d entries, want 2 (two connections on one 4-tuple)", n)
+	}
+}
+
+func TestIdleAdvancesWatermark(t *testing.T) {
+	sink := &fakeSink{}
+	e := newEngine(t, nil, sink, &fakeDiag{}, &fakeDiag{})
+	e.Idle(1, 12345)
+	if sink.watermarks[1] != 12345 {
+		t.Errorf("watermark %d, want 12345", sink.watermarks[1])
+	}
+}
+
+// TestConservationRandom drives random traffic over many flows, sockets in
+// every state and a sink that sometimes refuses, and checks the identity.
+func TestConservationRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}}
+	var remotes []netip.AddrPort
+	for i := range 50 {
+		r := netip.AddrPortFrom(remote.Addr(), uint16(7000+i))
+		remotes = append(remotes, r)
+		switch i % 4 {
+		case 0, 1:
+			d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		case 2:
+			d.socks[diag.Query{Local: local, Remote: r}] = diag.Snapshot{Status: diag.NotEstablished, State: diag.StateTimeWait, Cookie: uint64(i + 1)}
+		}
+	}
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{PPL: 3, MaxFlows: 40}, sink, d, d)
+	for b := range 200 {
+		sink.reject = b%17 == 0
+		n := rng.IntN(300)
+		block := make([]capture.Packet, n)
+		for i := range block {
+			block[i] = pkt(uint32(b*1000+i), capture.Direction(rng.IntN(2)), local, remotes[rng.IntN(len(remotes))])
+		}
+		e.Block(b%2, block)
+	}
+	checkConservation(t, e.Counts(), sink.recs)
+}
+
+// BenchmarkBlock measures the per-packet cost of flow lookup and sampling
+// (ppl=100, 64 flows, 256-packet blocks) including the lookups of sampled packets.
+func BenchmarkBlock(b *testing.B) {
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}, noCalls: true}
+	var block []capture.Packet
+	for i := range 256 {
+		r := netip.AddrPortFrom(remote.Addr(), uint16(7000+i%64))
+		d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		block = append(block, pkt(uint32(i), capture.Direction(i%2), local, r))
+	}
+	sink := discardSink{}
+	e := newEngine(b, &Config{PPL: 100}, sink, d)
+	e.Block(0, block)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		e.Block(0, block)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(block)), "ns/packet")
+}
+
+type discardSink struct{}
+
+func (discardSink) Submit(int, []output.Record, int64) bool { return true }
+func (discardSink) Advance(int, int64)                      {}
