@@ -1,0 +1,41 @@
+// Package capture reads TCP packet headers from a network interface with
+// AF_PACKET TPACKET_V3 rings and decodes them in place.
+//
+// Open creates one ring per worker (by default one per online CPU), each an
+// AF_PACKET socket bound to the interface and joined in a PACKET_FANOUT_CPU
+// group with a group id the kernel picks, so packets handled by one CPU
+// always land in the same ring. A classic BPF filter in the kernel keeps
+// IPv4 and IPv6 TCP segments (on Config.Port if set) and copies only their
+// first 256 bytes into the ring. Run reads each ring on its own goroutine,
+// decodes every frame of a retired block into a reused []Packet (timestamp,
+// direction from sll_pkttype, addresses, ports, seq, ack, flags, window,
+// payload length) and passes the block to a Handler. Frames that are not
+// delivered are counted by reason in Stats. Reading allocates nothing per
+// packet or per block.
+//
+// DecodeEthernet and DecodeIP are the decoders the rings use; they are pure
+// functions, portable, and usable on their own (on pcap files, in tests).
+//
+// # Concurrency
+//
+// A Handler's methods are called from the worker goroutines: never
+// concurrently for the same worker, concurrently for different workers.
+// Packets of one TCP connection may reach different workers when the kernel
+// handles them on different CPUs (both directions of a flow usually do).
+// Within a worker, blocks and the packets in them are in ring order.
+// Capture.Stats, Capture.Workers and Capture.Close are safe for concurrent
+// use, also while Run is running.
+//
+// # Privileges
+//
+// Open needs CAP_NET_RAW in the user namespace that owns the network
+// namespace it runs in. Without it Open returns an error for which
+// errors.Is(err, os.ErrPermission) is true.
+//
+// # Network namespaces
+//
+// Open creates its sockets, and looks up Config.Iface, in the network
+// namespace of the calling thread. To capture in another namespace, call
+// Open inside netns.Do (internal/netns); the rings stay in that namespace
+// and Run may then be called from any goroutine.
+package capture

@@ -1,0 +1,158 @@
+package capture
+
+import (
+	"fmt"
+
+	"golang.org/x/net/bpf"
+)
+
+// Kernel classic-BPF conventions used by the filter (linux/filter.h).
+const (
+	// skfNetOff makes an absolute or indirect load relative to the skb's
+	// network header instead of the start of the frame (SKF_NET_OFF).
+	skfNetOff = 0xfff00000 // -0x100000 as a uint32
+	// filterSnapLen is what an accepting filter returns: the number of bytes
+	// of the frame the kernel copies into the ring. It covers Ethernet, two
+	// VLAN tags, an IPv4 header with options or an IPv6 header with a few
+	// extension headers, and a TCP header with options.
+	filterSnapLen = 256
+)
+
+// filterProgram returns the classic BPF program the rings attach: it keeps
+// IPv4 and IPv6 TCP segments with port as source or destination port (any
+// port when port is 0) and cuts them to filterSnapLen bytes.
+//
+// The program is link-type independent: it reads the EtherType from the
+// skb's protocol (the SKF_AD_PROTOCOL ancillary load) and the IP and TCP
+// headers relative to the network header (SKF_NET_OFF), so it works on
+// Ethernet, loopback, tunnels and devices without a link-layer header.
+//
+//   - IPv4: protocol 6, fragment offset 0, port checked after the IHL.
+//   - IPv6: next header 6 with the port checked at net+40; next header
+//     hop-by-hop (0), routing (43), fragment (44) or destination options (60)
+//     is accepted without a port check, for user space to walk the chain.
+//   - 802.1Q and 802.1ad (a VLAN tag still in the frame, as on transmit
+//     without tag offload) are accepted for user space to decode.
+//
+// Everything the filter accepts is decoded again in user space, which
+// applies the port filter too and counts what fails it as Stats.Filtered.
+func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
+	var a asm
+	a.add(bpf.LoadExtension{Num: bpf.ExtProto})
+	a.jeq(etherTypeIPv4, "ipv4", "")
+	a.jeq(etherTypeIPv6, "ipv6", "")
+	a.jeq(etherTypeVLAN, "accept", "")
+	a.jeq(etherTypeQinQ, "accept", "reject")
+
+	a.label("ipv4")
+	a.add(bpf.LoadAbsolute{Off: skfNetOff + 9, Size: 1}) // protocol
+	a.jeq(ipProtoTCP, "", "reject")
+	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 2}) // flags, fragment offset
+	a.jset(0x1fff, "reject", "")
+	if port != 0 {
+		a.add(bpf.LoadMemShift{Off: skfNetOff}) // X = IHL*4
+		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2})
+		a.jeq(uint32(port), "accept", "")
+		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
+		a.jeq(uint32(port), "accept", "reject")
+	} else {
+		a.jump("accept")
+	}
+
+	a.label("ipv6")
+	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 1}) // next header
+	a.jeq(ipProtoTCP, "tcp6", "")
+	a.jeq(ipProtoHopOpts, "accept", "")
+	a.jeq(ipProtoRouting, "accept", "")
+	a.jeq(ipProtoFrag, "accept", "")
+	a.jeq(ipProtoDstOpts, "accept", "reject")
+
+	a.label("tcp6")
+	if port != 0 {
+		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header, Size: 2})
+		a.jeq(uint32(port), "accept", "")
+		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header + 2, Size: 2})
+		a.jeq(uint32(port), "accept", "reject")
+	}
+
+	a.label("accept")
+	a.add(bpf.RetConstant{Val: filterSnapLen})
+	a.label("reject")
+	a.add(bpf.RetConstant{Val: 0})
+	return a.assemble()
+}
+
+// asm is a tiny assembler for forward jumps to named labels. A jump target
+// "" means the next instruction.
+type asm struct {
+	prog   []bpf.Instruction
+	labels map[string]int
+	fixups []fixup
+}
+
+type fixup struct {
+	at   int
+	t, f string
+}
+
+func (a *asm) add(ins bpf.Instruction) { a.prog = append(a.prog, ins) }
+
+func (a *asm) label(name string) {
+	if a.labels == nil {
+		a.labels = make(map[string]int)
+	}
+	a.labels[name] = len(a.prog)
+}
+
+func (a *asm) jeq(val uint32, t, f string) { a.cond(bpf.JumpEqual, val, t, f) }
+
+func (a *asm) jset(bits uint32, t, f string) { a.cond(bpf.JumpBitsSet, bits, t, f) }
+
+func (a *asm) cond(c bpf.JumpTest, val uint32, t, f string) {
+	a.fixups = append(a.fixups, fixup{at: len(a.prog), t: t, f: f})
+	a.add(bpf.JumpIf{Cond: c, Val: val})
+}
+
+func (a *asm) jump(to string) {
+	a.fixups = append(a.fixups, fixup{at: len(a.prog), t: to})
+	a.add(bpf.Jump{})
+}
+
+func (a *asm) assemble() ([]bpf.RawInstruction, error) {
+	skip := func(from int, to string) (int, error) {
+		if to == "" {
+			return 0, nil
+		}
+		at, ok := a.labels[to]
+		if !ok || at <= from {
+			return 0, fmt.Errorf("capture: bpf: bad jump from %d to %q", from, to)
+		}
+		return at - from - 1, nil
+	}
+	for _, fx := range a.fixups {
+		t, err := skip(fx.at, fx.t)
+		if err != nil {
+			return nil, err
+		}
+		switch ins := a.prog[fx.at].(type) {
+		case bpf.Jump:
+			ins.Skip = uint32(t)
+			a.prog[fx.at] = ins
+		case bpf.JumpIf:
+			f, err := skip(fx.at, fx.f)
+			if err != nil {
+				return nil, err
+			}
+			if t > 255 || f > 255 {
+				return nil, fmt.Errorf("capture: bpf: jump from %d too long", fx.at)
+			}
+			ins.SkipTrue, ins.SkipFalse = uint8(t), uint8(f)
+			a.prog[fx.at] = ins
+		}
+	}
+	raw, err := bpf.Assemble(a.prog)
+	if err != nil {
+		return nil, fmt.Errorf("capture: bpf: %w", err)
+	}
+	return raw, nil
+}

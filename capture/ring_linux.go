@@ -1,0 +1,560 @@
+//go:build linux
+
+package capture
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout of the TPACKET_V3 ring (linux/if_packet.h). The struct mirrors are
+// golang.org/x/sys/unix's; ring_linux_test.go checks them against the
+// kernel's sizes and offsets.
+const (
+	// blockHdrOff is the offset of the tpacket_hdr_v1 inside a
+	// tpacket_block_desc.
+	blockHdrOff = int(unsafe.Offsetof(unix.TpacketBlockDesc{}.Hdr))
+	// tpacketHdrLen is TPACKET_ALIGN(sizeof(struct tpacket3_hdr)): the
+	// sockaddr_ll follows the header at this offset.
+	tpacketHdrLen = (int(unsafe.Sizeof(unix.Tpacket3Hdr{})) + tpacketAlignment - 1) &^ (tpacketAlignment - 1)
+	// tpacketAlignment is TPACKET_ALIGNMENT.
+	tpacketAlignment = 16
+	sllLen           = int(unsafe.Sizeof(unix.RawSockaddrLinklayer{}))
+	// frameSize is tp_frame_size. TPACKET_V3 packs frames of variable size
+	// into blocks and ignores it, but the kernel still checks it.
+	frameSize = 2048
+	// minFrame is a lower bound on the ring space one frame takes (header,
+	// sockaddr_ll, Ethernet, IPv4 and TCP headers), used to size the
+	// per-worker packet slice so that a block never outgrows it.
+	minFrame = 128
+	// idlePoll is the longest a worker waits in poll before calling Idle.
+	idlePoll = 10 * time.Millisecond
+	// drainSlack is added to two block timeouts for the final drain.
+	drainSlack = 2 * time.Millisecond
+)
+
+// sysCapture is the Linux body of a Capture.
+type sysCapture struct {
+	cfg     Config
+	ifindex int
+	efd     int // eventfd: readable once stop has been signalled
+	workers []*worker
+
+	stopping atomic.Bool
+	wg       sync.WaitGroup // Run's goroutines
+
+	mu      sync.Mutex // guards the fields below, and the fds against Close
+	running bool       // Run was called (it may be called once)
+	closed  bool
+	kstats  [3]uint64 // accumulated PACKET_STATISTICS: packets, drops, freezes
+}
+
+// worker is one ring and the state of the goroutine that reads it.
+type worker struct {
+	id        int
+	fd        int
+	ring      []byte
+	blockSize int
+	blocks    int
+	cur       int      // next block to read
+	pkts      []Packet // reused for every block; len is the capacity in use
+	port      uint16
+
+	// Counters, written by the worker's goroutine once per block, read by
+	// Stats. The padding keeps workers' counters off each other's cache lines.
+	_         [64]byte
+	frames    atomic.Uint64
+	packets   [2]atomic.Uint64
+	notLocal  atomic.Uint64
+	truncated atomic.Uint64
+	malformed atomic.Uint64
+	filtered  atomic.Uint64
+	_         [64]byte
+}
+
+func open(cfg *Config) (_ *sysCapture, err error) {
+	if cfg.Workers == 0 {
+		cfg.Workers = onlineCPUs()
+	}
+	prog, err := filterProgram(cfg.Port)
+	if err != nil {
+		return nil, err
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+
+	s := &sysCapture{cfg: *cfg, efd: -1}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+	s.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("capture: open ring on %s: %w", cfg.Iface, os.NewSyscallError("eventfd", err))
+	}
+	fanoutID := -1
+	for i := 0; i < cfg.Workers; i++ {
+		w, err := s.openRing(i, filter)
+		if err != nil {
+			return nil, fmt.Errorf("capture: open ring on %s: %w", cfg.Iface, err)
+		}
+		s.workers = append(s.workers, w)
+		if cfg.Workers == 1 {
+			break
+		}
+		if fanoutID, err = joinFanout(w.fd, fanoutID); err != nil {
+			return nil, fmt.Errorf("capture: open ring on %s: %w", cfg.Iface, err)
+		}
+	}
+	return s, nil
+}
+
+// openRing creates, maps, filters and binds one ring. Its socket is created
+// with protocol 0, so nothing is queued before the filter is attached and
+// the socket is bound.
+func (s *sysCapture) openRing(id int, filter []unix.SockFilter) (_ *worker, err error) {
+	cfg := &s.cfg
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	w := &worker{
+		id:        id,
+		fd:        fd,
+		blockSize: cfg.BlockSize,
+		blocks:    cfg.RingSize / cfg.BlockSize,
+		pkts:      make([]Packet, cfg.BlockSize/minFrame),
+		port:      cfg.Port,
+	}
+	defer func() {
+		if err != nil {
+			w.release()
+		}
+	}()
+	if s.ifindex == 0 {
+		if s.ifindex, err = ifIndex(fd, cfg.Iface); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+		return nil, os.NewSyscallError("setsockopt PACKET_VERSION", err)
+	}
+	req := unix.TpacketReq3{
+		Block_size:     uint32(w.blockSize),
+		Block_nr:       uint32(w.blocks),
+		Frame_size:     frameSize,
+		Frame_nr:       uint32(w.blockSize / frameSize * w.blocks),
+		Retire_blk_tov: uint32(cfg.BlockTimeout / time.Millisecond),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return nil, os.NewSyscallError("setsockopt PACKET_RX_RING", err)
+	}
+	w.ring, err = unix.Mmap(fd, 0, cfg.RingSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+		return nil, os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+	}
+	sa := unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: s.ifindex}
+	if err := unix.Bind(fd, &sa); err != nil {
+		return nil, os.NewSyscallError("bind", err)
+	}
+	return w, nil
+}
+
+// joinFanout puts fd in a CPU fanout group. With id < 0 it creates a group
+// with a kernel-chosen unique id (so that it never joins another process's
+// group) and returns that id; otherwise it joins group id.
+func joinFanout(fd, id int) (int, error) {
+	if id < 0 {
+		arg := (unix.PACKET_FANOUT_CPU | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
+			return 0, os.NewSyscallError("setsockopt PACKET_FANOUT", err)
+		}
+		v, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
+		if err != nil {
+			return 0, os.NewSyscallError("getsockopt PACKET_FANOUT", err)
+		}
+		return v & 0xffff, nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, id|unix.PACKET_FANOUT_CPU<<16); err != nil {
+		return 0, os.NewSyscallError("setsockopt PACKET_FANOUT", err)
+	}
+	return id, nil
+}
+
+// ifIndex returns the index of the interface called name in fd's network
+// namespace.
+func ifIndex(fd int, name string) (int, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %q", ErrNoInterface, name)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			return 0, fmt.Errorf("%w: %q", ErrNoInterface, name)
+		}
+		return 0, os.NewSyscallError("ioctl SIOCGIFINDEX", err)
+	}
+	return int(ifr.Uint32()), nil
+}
+
+// ifExists reports whether an interface with index still exists in fd's
+// network namespace.
+func ifExists(fd, index int) bool {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return false
+	}
+	ifr.SetUint32(uint32(index))
+	return !errors.Is(unix.IoctlIfreq(fd, unix.SIOCGIFNAME, ifr), unix.ENODEV)
+}
+
+// onlineCPUs returns the number of online CPUs (the CPU fanout maps CPU n to
+// ring n mod Workers), or the CPUs this process may run on if that is not
+// known.
+func onlineCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, found := strings.Cut(r, "-")
+		a, err1 := strconv.Atoi(lo)
+		z, err2 := a, error(nil)
+		if found {
+			z, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || z < a {
+			return runtime.NumCPU()
+		}
+		n += z - a + 1
+	}
+	if n < 1 {
+		return runtime.NumCPU()
+	}
+	return n
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (s *sysCapture) run(ctx context.Context, h Handler) error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return fmt.Errorf("capture: run on %s: %w", s.cfg.Iface, net.ErrClosed)
+	case s.running:
+		s.mu.Unlock()
+		return fmt.Errorf("capture: run on %s: run was already called", s.cfg.Iface)
+	}
+	s.running = true
+	s.wg.Add(len(s.workers) + 1)
+	s.mu.Unlock()
+
+	errc := make(chan error, len(s.workers))
+	for _, w := range s.workers {
+		go func() {
+			defer s.wg.Done()
+			err := w.run(h, s)
+			if err != nil {
+				s.stop()
+			}
+			errc <- err
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-ctx.Done():
+			s.stop()
+		case <-done:
+		}
+	}()
+	var errs []error
+	for range s.workers {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	close(done)
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// stop tells the workers to drain and return, waking any blocked poll.
+func (s *sysCapture) stop() {
+	if s.stopping.CompareAndSwap(false, true) {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		// The eventfd is closed only after every goroutine that may call
+		// stop has returned. A write can only fail with EAGAIN (counter
+		// full), which still leaves it readable.
+		_, _ = unix.Write(s.efd, one[:])
+	}
+}
+
+// run is a worker's loop: deliver ready blocks, poll when there are none,
+// and after stop drain what the kernel retires within two block timeouts.
+func (w *worker) run(h Handler, s *sysCapture) error {
+	bt := s.cfg.BlockTimeout
+	safeLag := int64(2*bt + time.Millisecond)
+	pollMs := int(max(bt, idlePoll) / time.Millisecond)
+	fds := []unix.PollFd{
+		{Fd: int32(w.fd), Events: unix.POLLIN},
+		{Fd: int32(s.efd), Events: unix.POLLIN},
+	}
+	for !s.stopping.Load() {
+		if w.ready() {
+			w.deliver(h)
+			continue
+		}
+		_, err := unix.Poll(fds, pollMs)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("poll", err))
+		}
+		if fds[0].Revents&unix.POLLERR != 0 {
+			if err := w.sockErr(s); err != nil {
+				return err
+			}
+		}
+		if fds[1].Revents != 0 || w.ready() {
+			continue
+		}
+		h.Idle(w.id, time.Now().UnixNano()-safeLag)
+	}
+
+	// Drain: a packet captured before the stop sits in a block the kernel
+	// retires within two block timeouts.
+	deadline := time.Now().Add(2*bt + drainSlack)
+	for {
+		if w.ready() {
+			w.deliver(h)
+			continue
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil
+		}
+		ms := int((left + time.Millisecond - 1) / time.Millisecond)
+		if _, err := unix.Poll(fds[:1], ms); err != nil && err != unix.EINTR {
+			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("poll", err))
+		}
+	}
+}
+
+// sockErr reads and clears the socket's pending error. The kernel reports
+// ENETDOWN when the interface goes down; that is an error only if the
+// interface is gone (capture resumes when a downed interface comes up).
+func (w *worker) sockErr(s *sysCapture) error {
+	v, err := unix.GetsockoptInt(w.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("getsockopt SO_ERROR", err))
+	}
+	errno := unix.Errno(v)
+	switch {
+	case errno == 0:
+		return nil
+	case errno == unix.ENETDOWN && ifExists(w.fd, s.ifindex):
+		return nil
+	case errno == unix.ENETDOWN:
+		return fmt.Errorf("capture: ring %d on %s: %w (interface removed)", w.id, s.cfg.Iface, ErrNoInterface)
+	}
+	return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("packet socket", errno))
+}
+
+// blockStatus returns a pointer to the block_status word of block i.
+func (w *worker) blockStatus(i int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&w.ring[i*w.blockSize+blockHdrOff]))
+}
+
+// ready reports whether the next block belongs to user space.
+func (w *worker) ready() bool {
+	return atomic.LoadUint32(w.blockStatus(w.cur))&unix.TP_STATUS_USER != 0
+}
+
+// deliver decodes the current block, hands it back to the kernel, passes its
+// packets to h and moves to the next block. The block is released before
+// h.Block runs: the packets are copies, and the kernel can refill the block
+// while the handler works.
+func (w *worker) deliver(h Handler) {
+	base := w.cur * w.blockSize
+	block := w.ring[base : base+w.blockSize : base+w.blockSize]
+	bh := (*unix.TpacketHdrV1)(unsafe.Pointer(&block[blockHdrOff]))
+	numPkts := int(bh.Num_pkts)
+	if numPkts > len(w.pkts) {
+		// Cannot happen with frames of at least minFrame bytes; grow once.
+		w.pkts = make([]Packet, numPkts)
+	}
+	var c struct{ frames, notLocal, truncated, malformed, filtered uint64 }
+	var dirs [2]uint64
+	n := 0
+	off := int(bh.Offset_to_first_pkt)
+	for i := 0; i < numPkts; i++ {
+		c.frames++
+		if off < blockHdrOff || off > len(block)-tpacketHdrLen-sllLen {
+			c.malformed++ // corrupt frame offset: stop walking this block
+			break
+		}
+		th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&block[off]))
+		sll := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&block[off+tpacketHdrLen]))
+		next := int(th.Next_offset)
+		var dir Direction
+		switch sll.Pkttype {
+		case unix.PACKET_HOST:
+			dir = DirIn
+		case unix.PACKET_OUTGOING:
+			dir = DirOut
+		default:
+			c.notLocal++
+			off += next
+			continue
+		}
+		mac, nh, snap, wire := off+int(th.Mac), off+int(th.Net), int(th.Snaplen), int(th.Len)
+		if mac > len(block) || snap > len(block)-mac || nh < mac || nh > mac+snap {
+			c.malformed++
+			off += next
+			continue
+		}
+		p := &w.pkts[n]
+		var err error
+		switch sll.Hatype {
+		case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
+			err = DecodeEthernet(block[mac:mac+snap], wire, p)
+		default:
+			err = DecodeIP(block[nh:mac+snap], wire-(nh-mac), p)
+		}
+		switch {
+		case err == nil && w.port != 0 && p.Src.Port() != w.port && p.Dst.Port() != w.port:
+			c.filtered++
+		case err == nil:
+			p.Time = int64(th.Sec)*1e9 + int64(th.Nsec)
+			p.Dir = dir
+			dirs[dir]++
+			n++
+		case err == ErrTruncated:
+			c.truncated++
+		case err == ErrMalformed:
+			c.malformed++
+		default:
+			c.filtered++
+		}
+		off += next
+	}
+	atomic.StoreUint32(w.blockStatus(w.cur), unix.TP_STATUS_KERNEL)
+	w.cur++
+	if w.cur == w.blocks {
+		w.cur = 0
+	}
+	w.frames.Add(c.frames)
+	w.packets[DirIn].Add(dirs[DirIn])
+	w.packets[DirOut].Add(dirs[DirOut])
+	if c.notLocal|c.truncated|c.malformed|c.filtered != 0 {
+		w.notLocal.Add(c.notLocal)
+		w.truncated.Add(c.truncated)
+		w.malformed.Add(c.malformed)
+		w.filtered.Add(c.filtered)
+	}
+	h.Block(w.id, w.pkts[:n])
+}
+
+func (s *sysCapture) stats() Stats {
+	var st Stats
+	for _, w := range s.workers {
+		st.Frames += w.frames.Load()
+		st.Packets[DirIn] += w.packets[DirIn].Load()
+		st.Packets[DirOut] += w.packets[DirOut].Load()
+		st.NotLocal += w.notLocal.Load()
+		st.Truncated += w.truncated.Load()
+		st.Malformed += w.malformed.Load()
+		st.Filtered += w.filtered.Load()
+	}
+	s.mu.Lock()
+	if !s.closed {
+		s.readKernelStats()
+	}
+	st.KernelPackets, st.KernelDrops, st.KernelFreezes = s.kstats[0], s.kstats[1], s.kstats[2]
+	s.mu.Unlock()
+	return st
+}
+
+// readKernelStats adds the rings' PACKET_STATISTICS, which reading resets,
+// to s.kstats. The caller holds s.mu.
+func (s *sysCapture) readKernelStats() {
+	for _, w := range s.workers {
+		if w.fd < 0 {
+			continue
+		}
+		ks, err := unix.GetsockoptTpacketStatsV3(w.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if err != nil {
+			continue
+		}
+		s.kstats[0] += uint64(ks.Packets)
+		s.kstats[1] += uint64(ks.Drops)
+		s.kstats[2] += uint64(ks.Freeze_q_cnt)
+	}
+}
+
+func (s *sysCapture) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	s.stop()
+	s.wg.Wait()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readKernelStats()
+	return s.release()
+}
+
+// release closes every ring and the eventfd.
+func (s *sysCapture) release() error {
+	var errs []error
+	for _, w := range s.workers {
+		errs = append(errs, w.release())
+	}
+	if s.efd >= 0 {
+		errs = append(errs, os.NewSyscallError("close", unix.Close(s.efd)))
+		s.efd = -1
+	}
+	return errors.Join(errs...)
+}
+
+func (w *worker) release() error {
+	var errs []error
+	if w.ring != nil {
+		errs = append(errs, os.NewSyscallError("munmap", unix.Munmap(w.ring)))
+		w.ring = nil
+	}
+	if w.fd >= 0 {
+		errs = append(errs, os.NewSyscallError("close", unix.Close(w.fd)))
+		w.fd = -1
+	}
+	return errors.Join(errs...)
+}
