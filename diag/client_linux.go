@@ -47,15 +47,15 @@ type Client struct {
 	batch int
 	seq   uint32
 
-	sendBuf []byte    // batch * requestLen
-	recvBuf []byte    // batch * recvBufSize
+	sendBuf []byte // batch * requestLen
+	recvBuf []byte // batch * recvBufSize
 	iovs    []unix.Iovec
 	msgs    []mmsghdr
 	idx     []int32 // query index per slot of the batch in flight; -1 once answered
 	zones   map[string]uint32
 
 	stats struct {
-		lookups, batches, found, notEstablished, noSocket  atomic.Uint64
+		lookups, batches, found, notEstablished, noSocket   atomic.Uint64
 		listener, errors, v4MappedRetries, overruns, resent atomic.Uint64
 	}
 }
