@@ -1,0 +1,125 @@
+package output
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Format turns the start of a log, its records and its end into bytes.
+// Each method appends to dst and returns the extended slice; none allocates
+// when dst has room. Formats are stateless and safe for concurrent use.
+type Format interface {
+	// AppendHeader appends the line written when logging starts (SIFTR's enable line).
+	AppendHeader(dst []byte, h *Header) []byte
+	// AppendRecord appends one data line.
+	AppendRecord(dst []byte, r *Record) []byte
+	// AppendFooter appends the line written when logging stops (SIFTR's disable line).
+	AppendFooter(dst []byte, f *Footer) []byte
+}
+
+// Header is what the enable line says. The system name is always Linux.
+type Header struct {
+	// Time is when logging started.
+	Time time.Time
+	// SysVer is the kernel version as (major<<16)+(minor<<8)+patch; see SysVer.
+	SysVer uint32
+	// IPMode is SIFTR's ipmode: 4 for IPv4 only, 6 when IPv6 is handled too.
+	IPMode uint
+}
+
+// Footer is what the disable line says.
+type Footer struct {
+	// Time is when logging stopped.
+	Time time.Time
+	// Counts are the final packet totals.
+	Counts Counts
+	// Flows are the flows seen, in the order they are to be listed.
+	Flows []Flow
+}
+
+// SIFTRVersion is the SIFTR log format version this package writes.
+const SIFTRVersion = "1.3.0"
+
+// SysName is the enable line's sysname.
+const SysName = "Linux"
+
+// Names of the formats FormatByName knows.
+const (
+	NameSIFTR = "siftr"
+	NameJSONL = "jsonl"
+)
+
+// FormatByName returns the format called name: "siftr" or "jsonl".
+func FormatByName(name string) (Format, error) {
+	switch name {
+	case NameSIFTR:
+		return SIFTR(), nil
+	case NameJSONL:
+		return JSONL(), nil
+	}
+	return nil, fmt.Errorf("output: unknown format %q (want %q or %q)", name, NameSIFTR, NameJSONL)
+}
+
+// SysVer turns a kernel release string ("6.18.44-fc-v669", as uname -r
+// prints it) into the enable line's sysver, (major<<16)+(minor<<8)+patch
+// (397868 for 6.18.44). Each part is the leading digits of its dot-separated
+// field (missing or non-numeric parts are 0); minor and patch are clamped to
+// 255 and major to 151, so the value never exceeds 7 decimal digits, which
+// readers of the format rely on.
+func SysVer(release string) uint32 {
+	var parts [3]uint32
+	rest := release
+	for i := range parts {
+		var v uint32
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			if v < 1000 {
+				v = v*10 + uint32(rest[j]-'0')
+			}
+			j++
+		}
+		parts[i] = min(v, 255)
+		if j == 0 || j >= len(rest) || rest[j] != '.' {
+			break
+		}
+		rest = rest[j+1:]
+	}
+	return min(parts[0], 151)<<16 | parts[1]<<8 | parts[2]
+}
+
+// appendUsec6 appends usec (0..999999) as exactly six digits.
+func appendUsec6(dst []byte, usec int64) []byte {
+	var b [6]byte
+	u := uint32(usec)
+	for i := 5; i >= 0; i-- {
+		b[i] = byte('0' + u%10)
+		u /= 10
+	}
+	return append(dst, b[:]...)
+}
+
+// appendSecUsec appends ns as SIFTR's "%jd.%06ld".
+func appendSecUsec(dst []byte, ns int64) []byte {
+	sec, usec := splitTime(ns)
+	dst = strconv.AppendInt(dst, sec, 10)
+	dst = append(dst, '.')
+	return appendUsec6(dst, usec)
+}
+
+// timeNanos returns t as nanoseconds since the epoch (0 for the zero Time).
+func timeNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// totals returns total_tcp_pkts and total_skipped_tcp_pkts as SIFTR computes
+// them: SampledOut is neither a packet kind nor a skip of its own.
+func (c *Counts) totals() (pkts, skipped uint64) {
+	pkts = c.Packets[0] + c.Packets[1]
+	skipped = c.SkipMalloc[0] + c.SkipMalloc[1] + c.SkipTCPCB[0] + c.SkipTCPCB[1] +
+		c.SkipInPCB[0] + c.SkipInPCB[1]
+	return pkts, skipped
+}

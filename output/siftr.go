@@ -1,0 +1,118 @@
+package output
+
+import (
+	"net/netip"
+	"strconv"
+)
+
+// SIFTR returns the SIFTR 1.3.0 text format, byte-compatible with FreeBSD's
+// siftr(4) log: a tab-separated enable line, one 27-field comma-separated
+// data line per record, and a tab-separated disable line with the totals and
+// the flow list. See FORMATS.md for the Linux source of every field.
+func SIFTR() Format { return siftrFormat{} }
+
+type siftrFormat struct{}
+
+// appendAddr appends a as SIFTR prints addresses: dotted quad for IPv4
+// (including v4-mapped IPv6, as a dual-stack socket sees an IPv4 peer) and
+// the compressed form for IPv6.
+func appendAddr(dst []byte, a netip.Addr) []byte {
+	return a.Unmap().AppendTo(dst)
+}
+
+func (siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
+	sec, usec := splitTime(timeNanos(h.Time))
+	dst = append(dst, "enable_time_secs="...)
+	dst = strconv.AppendInt(dst, sec, 10)
+	dst = append(dst, "\tenable_time_usecs="...)
+	dst = appendUsec6(dst, usec)
+	dst = append(dst, "\tsiftrver="+SIFTRVersion+"\tsysname="+SysName+"\tsysver="...)
+	dst = strconv.AppendUint(dst, uint64(h.SysVer), 10)
+	dst = append(dst, "\tipmode="...)
+	dst = strconv.AppendUint(dst, uint64(h.IPMode), 10)
+	return append(dst, '\n')
+}
+
+func (siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
+	p := &r.Pkt
+	s := &r.Snap
+	local, remote := p.Local(), p.Remote()
+
+	dst = append(dst, p.Dir.String()[0], ',')
+	dst = appendSecUsec(dst, p.Time)
+	dst = append(dst, ',')
+	dst = appendAddr(dst, local.Addr())
+	dst = append(dst, ',')
+	dst = strconv.AppendUint(dst, uint64(local.Port()), 10)
+	dst = append(dst, ',')
+	dst = appendAddr(dst, remote.Addr())
+	dst = append(dst, ',')
+	dst = strconv.AppendUint(dst, uint64(remote.Port()), 10)
+
+	dst = appendField(dst, uint64(r.SndSsthresh()))
+	dst = appendField(dst, uint64(r.SndCwnd()))
+	dst = appendField(dst, uint64(r.TFlags2()))
+	dst = appendField(dst, uint64(s.Info.SndWnd))
+	dst = appendField(dst, uint64(s.Info.RcvWnd))
+	dst = appendField(dst, uint64(r.SndScale()))
+	dst = appendField(dst, uint64(r.RcvScale()))
+	dst = appendField(dst, uint64(r.ConnState()))
+	dst = appendField(dst, uint64(s.Info.SndMSS))
+	dst = appendField(dst, uint64(s.Info.RTT))
+	dst = appendField(dst, uint64(r.SACKEnabled()))
+	dst = appendField(dst, uint64(r.TFlags()))
+	dst = appendField(dst, uint64(s.Info.RTO))
+	dst = appendField(dst, uint64(s.SndBuf))
+	dst = appendField(dst, uint64(s.WQueue))
+	dst = appendField(dst, uint64(s.RcvBuf))
+	dst = appendField(dst, uint64(s.RQueue))
+	dst = appendField(dst, uint64(r.Inflight()))
+	dst = append(dst, ",0"...) // t_segqlen: Linux does not export its out-of-order queue length
+	dst = appendField(dst, uint64(r.FlowID()))
+	dst = append(dst, ",63\n"...) // flowtype: FlowType
+	return dst
+}
+
+// appendField appends ',' and v in decimal.
+func appendField(dst []byte, v uint64) []byte {
+	dst = append(dst, ',')
+	return strconv.AppendUint(dst, v, 10)
+}
+
+func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
+	c := &f.Counts
+	pkts, skipped := c.totals()
+	sec, usec := splitTime(timeNanos(f.Time))
+	dst = append(dst, "disable_time_secs="...)
+	dst = strconv.AppendInt(dst, sec, 10)
+	dst = append(dst, "\tdisable_time_usecs="...)
+	dst = appendUsec6(dst, usec)
+	dst = appendKey(dst, "\tnum_inbound_tcp_pkts=", c.Packets[0])
+	dst = appendKey(dst, "\tnum_outbound_tcp_pkts=", c.Packets[1])
+	dst = appendKey(dst, "\ttotal_tcp_pkts=", pkts)
+	dst = appendKey(dst, "\tnum_inbound_skipped_pkts_malloc=", c.SkipMalloc[0])
+	dst = appendKey(dst, "\tnum_outbound_skipped_pkts_malloc=", c.SkipMalloc[1])
+	dst = appendKey(dst, "\tnum_inbound_skipped_pkts_tcpcb=", c.SkipTCPCB[0])
+	dst = appendKey(dst, "\tnum_outbound_skipped_pkts_tcpcb=", c.SkipTCPCB[1])
+	dst = appendKey(dst, "\tnum_inbound_skipped_pkts_inpcb=", c.SkipInPCB[0])
+	dst = appendKey(dst, "\tnum_outbound_skipped_pkts_inpcb=", c.SkipInPCB[1])
+	dst = appendKey(dst, "\ttotal_skipped_tcp_pkts=", skipped)
+	dst = append(dst, "\tflow_list="...)
+	for i := range f.Flows {
+		fl := &f.Flows[i]
+		dst = appendAddr(dst, fl.Local.Addr())
+		dst = append(dst, ';')
+		dst = strconv.AppendUint(dst, uint64(fl.Local.Port()), 10)
+		dst = append(dst, '-')
+		dst = appendAddr(dst, fl.Remote.Addr())
+		dst = append(dst, ';')
+		dst = strconv.AppendUint(dst, uint64(fl.Remote.Port()), 10)
+		dst = append(dst, ',')
+	}
+	return append(dst, '\n')
+}
+
+func appendKey(dst []byte, key string, v uint64) []byte {
+	dst = append(dst, key...)
+	return strconv.AppendUint(dst, v, 10)
+}
