@@ -38,8 +38,8 @@ type Stats struct {
 	// Lookup never needs to; the counter stays 0 and is kept so that a
 	// dashboard can show it.
 	V4MappedRetries uint64
-	// Overruns counts replies the kernel could not queue because the
-	// receive buffer was full (ENOBUFS); Resent counts the queries asked
-	// again because of that.
+	// Overruns counts the times the kernel reported that replies were
+	// dropped because the receive buffer was full (ENOBUFS); Resent counts
+	// the queries asked again because their reply was lost.
 	Overruns, Resent uint64
 }

@@ -27,9 +27,6 @@ const (
 	// skb's true size (about 2 KiB), so this leaves room for a batch of
 	// replies and stale messages from an earlier, interrupted call.
 	rcvbufPerReply = 4096
-	// maxRounds bounds how often one batch is asked again after replies
-	// were lost to a full receive buffer.
-	maxRounds = 4
 )
 
 // mmsghdr mirrors struct mmsghdr; Go pads it to its alignment like C does.
@@ -197,15 +194,18 @@ func (c *Client) lookupBatch(fd int, qs []Query, out []Snapshot) error {
 		}
 		c.idx = append(c.idx, int32(i))
 	}
+	// Replies lost to a full receive buffer are asked again, as long as
+	// each round gets some answers.
 	for round := 0; len(c.idx) > 0; round++ {
-		if round == maxRounds {
-			return fmt.Errorf("diag: lookup: %d replies lost: %w", len(c.idx), os.NewSyscallError("recvmmsg", unix.ENOBUFS))
-		}
+		before := len(c.idx)
 		if round > 0 {
-			n.resent += uint64(len(c.idx))
+			n.resent += uint64(before)
 		}
 		if err := c.roundTrip(fd, qs, out, &n); err != nil {
 			return err
+		}
+		if len(c.idx) == before {
+			return fmt.Errorf("diag: lookup: %d replies lost: %w", before, os.NewSyscallError("recvmmsg", unix.ENOBUFS))
 		}
 	}
 	return nil

@@ -3,7 +3,6 @@
 package diag
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -153,4 +152,4 @@ func newLab(t testing.TB) *netlab.Lab {
 	return netlab.NewT(t, netlab.Config{})
 }
 
-var errStop = errors.New("stop")
+func netlabRoot(t testing.TB) { t.Helper(); netlab.RequireRoot(t) }

@@ -1,0 +1,437 @@
+//go:build linux
+
+package diag
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/siftr-probe/siftr-probe/internal/netns"
+)
+
+// checkFound checks the snapshot of a live, established connection.
+func checkFound(t *testing.T, what string, s Snapshot, family uint8) {
+	t.Helper()
+	if s.Status != Found || s.State != StateEstablished || s.Family != family {
+		t.Fatalf("%s: status %v state %d family %d; want found, 1, %d", what, s.Status, s.State, s.Family, family)
+	}
+	if s.Info.SndMSS == 0 || s.Info.RTT == 0 || s.CongName() == "" || s.Cookie == 0 || s.Inode == 0 {
+		t.Errorf("%s: mss %d rtt %d cong %q cookie %d inode %d: want all non-zero",
+			what, s.Info.SndMSS, s.Info.RTT, s.CongName(), s.Cookie, s.Inode)
+	}
+	if s.SndBuf == 0 || s.RcvBuf == 0 || s.InfoLen < tcpInfoLen6_7 || s.Time == 0 {
+		t.Errorf("%s: sndbuf %d rcvbuf %d infolen %d time %d", what, s.SndBuf, s.RcvBuf, s.InfoLen, s.Time)
+	}
+	if s.Info.State != StateEstablished || s.Info.Options&OptWScale == 0 {
+		t.Errorf("%s: tcp_info state %d options %#x", what, s.Info.State, s.Info.Options)
+	}
+}
+
+func TestIntegrationFound(t *testing.T) {
+	lab := newLab(t)
+	a, b := lab.A.NetNS, lab.B.NetNS
+	ca := openT(t, &Config{NetNS: a})
+	cb := openT(t, &Config{NetNS: b})
+	tests := []struct {
+		name            string
+		network, listen string
+		serverNS        string
+		serverDiag      *Client
+		family          uint8
+	}{
+		{"loopback/ipv4", "tcp4", "127.0.0.1:0", a, ca, afInet},
+		{"loopback/ipv6", "tcp6", "[::1]:0", a, ca, afInet6},
+		{"veth/ipv4", "tcp4", lab.B.Addr4.String() + ":0", b, cb, afInet},
+		{"veth/ipv6", "tcp6", "[" + lab.B.Addr6.String() + "]:0", b, cb, afInet6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln := listen(t, tt.serverNS, tt.network, tt.listen)
+			p := dial(t, a, ln, tt.network, "")
+			if _, err := p.client.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			cs := lookup1(t, ca, queryOf(p.client))
+			checkFound(t, "client end", cs, tt.family)
+			ss := lookup1(t, tt.serverDiag, queryOf(p.server))
+			checkFound(t, "server end", ss, tt.family)
+			if cs.Cookie == ss.Cookie {
+				t.Errorf("both ends have cookie %d", cs.Cookie)
+			}
+			if ss.RQueue != 5 {
+				t.Errorf("server RQueue = %d, want 5 unread bytes", ss.RQueue)
+			}
+			if again := lookup1(t, ca, queryOf(p.client)); again.Cookie != cs.Cookie || again.Inode != cs.Inode {
+				t.Errorf("cookie/inode changed between lookups: %d/%d then %d/%d", cs.Cookie, cs.Inode, again.Cookie, again.Inode)
+			}
+		})
+	}
+}
+
+func TestIntegrationAbsent(t *testing.T) {
+	lab := newLab(t)
+	ns := lab.A.NetNS
+	c := openT(t, &Config{NetNS: ns})
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	p := dial(t, ns, ln, "tcp4", "")
+
+	port := ln.Addr().(*net.TCPAddr).AddrPort()
+	onListener := Query{Local: port, Remote: netip.MustParseAddrPort("127.0.0.1:1")}
+	if s := lookup1(t, c, onListener); s != (Snapshot{Time: s.Time, Status: NoSocket}) {
+		t.Errorf("absent 4-tuple on a listening port: %+v, want only Status NoSocket", s)
+	}
+	if got := c.Stats().ListenerReplies; got != 1 {
+		t.Errorf("ListenerReplies = %d, want 1", got)
+	}
+	noListener := Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: queryOf(p.client).Local}
+	if s := lookup1(t, c, noListener); s.Status != NoSocket {
+		t.Errorf("absent 4-tuple without listener: %v", s.Status)
+	}
+	// The right ports, the wrong peer address.
+	q := queryOf(p.client)
+	q.Remote = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), q.Remote.Port())
+	if s := lookup1(t, c, q); s.Status != NoSocket {
+		t.Errorf("wrong peer address: %v", s.Status)
+	}
+	st := c.Stats()
+	if st.NoSocket != 3 || st.Errors != 0 || st.Lookups != 3 || st.Batches != 3 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A server listening on [::] owns IPv4 connections through AF_INET6 sockets
+// with v4-mapped addresses; an IPv4 query finds them.
+func TestIntegrationDualStack(t *testing.T) {
+	lab := newLab(t)
+	a, b := lab.A.NetNS, lab.B.NetNS
+	for _, tt := range []struct {
+		name, raddr string
+		serverNS    string
+	}{
+		{"loopback", "127.0.0.1", a},
+		{"veth", lab.B.Addr4.String(), b},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := openT(t, &Config{NetNS: tt.serverNS})
+			ln := listen(t, tt.serverNS, "tcp", "[::]:0")
+			p := dial(t, a, ln, "tcp4", tt.raddr)
+			mapped := queryOf(p.server)
+			if !mapped.Local.Addr().Is4In6() {
+				t.Fatalf("server socket address %v is not v4-mapped", mapped.Local)
+			}
+			plain := Query{
+				Local:  netip.AddrPortFrom(mapped.Local.Addr().Unmap(), mapped.Local.Port()),
+				Remote: netip.AddrPortFrom(mapped.Remote.Addr().Unmap(), mapped.Remote.Port()),
+			}
+			s1 := lookup1(t, c, plain)
+			checkFound(t, "IPv4 query", s1, afInet6)
+			s2 := lookup1(t, c, mapped)
+			checkFound(t, "v4-mapped query", s2, afInet6)
+			if s1.Cookie != s2.Cookie {
+				t.Errorf("cookies differ: %d, %d", s1.Cookie, s2.Cookie)
+			}
+			// The same asked by hand as AF_INET6 with v4-mapped
+			// addresses finds the same socket.
+			d := rawExchange(t, tt.serverNS, mappedRequest(plain))
+			typ, _, payload, _, _ := nextMessage(d)
+			var s3 Snapshot
+			parseReply(typ, payload, &s3)
+			if s3.Status != Found || s3.Cookie != s1.Cookie {
+				t.Errorf("AF_INET6 v4-mapped request: %v cookie %d", s3.Status, s3.Cookie)
+			}
+			if got := c.Stats().V4MappedRetries; got != 0 {
+				t.Errorf("V4MappedRetries = %d", got)
+			}
+		})
+	}
+}
+
+// timeWait makes a connection from A to B whose A end is in TIME_WAIT.
+func timeWait(t *testing.T, c *Client, a string, ln *net.TCPListener) Query {
+	t.Helper()
+	p := dial(t, a, ln, "tcp4", "")
+	q := queryOf(p.client)
+	p.client.Close()
+	if _, err := p.server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read: %v, want EOF", err)
+	}
+	p.server.Close()
+	if s := waitState(t, c, q, StateTimeWait); s.State != StateTimeWait {
+		t.Fatalf("state %d, want TIME_WAIT", s.State)
+	}
+	return q
+}
+
+func TestIntegrationTimeWait(t *testing.T) {
+	lab := newLab(t)
+	c := openT(t, &Config{NetNS: lab.A.NetNS})
+	ln := listen(t, lab.B.NetNS, "tcp4", lab.B.Addr4.String()+":0")
+	q := timeWait(t, c, lab.A.NetNS, ln)
+	s := lookup1(t, c, q)
+	if s.Status != NotEstablished || s.State != StateTimeWait || s.InfoLen != 0 || s.Cookie == 0 {
+		t.Errorf("TIME_WAIT socket: status %v state %d infolen %d cookie %d", s.Status, s.State, s.InfoLen, s.Cookie)
+	}
+}
+
+// A batch of 200 queries of every kind, in several batch sizes.
+func TestIntegrationBatchMixed(t *testing.T) {
+	lab := newLab(t)
+	a, b := lab.A.NetNS, lab.B.NetNS
+	type item struct {
+		q      Query
+		status Status
+		family uint8
+	}
+	var kinds []item
+	cc := openT(t, &Config{NetNS: a})
+
+	ln4 := listen(t, a, "tcp4", "127.0.0.1:0")
+	ln6 := listen(t, a, "tcp6", "[::1]:0")
+	lnd := listen(t, a, "tcp", "[::]:0")
+	lnv := listen(t, b, "tcp4", lab.B.Addr4.String()+":0")
+	lnv6 := listen(t, b, "tcp6", "["+lab.B.Addr6.String()+"]:0")
+	for range 3 {
+		p := dial(t, a, ln4, "tcp4", "")
+		kinds = append(kinds, item{queryOf(p.client), Found, afInet}, item{queryOf(p.server), Found, afInet})
+		p = dial(t, a, ln6, "tcp6", "")
+		kinds = append(kinds, item{queryOf(p.client), Found, afInet6}, item{queryOf(p.server), Found, afInet6})
+		p = dial(t, a, lnd, "tcp4", "127.0.0.1")
+		srv := queryOf(p.server)
+		srv.Local = netip.AddrPortFrom(srv.Local.Addr().Unmap(), srv.Local.Port())
+		srv.Remote = netip.AddrPortFrom(srv.Remote.Addr().Unmap(), srv.Remote.Port())
+		kinds = append(kinds, item{queryOf(p.client), Found, afInet}, item{srv, Found, afInet6})
+		p = dial(t, a, lnv, "tcp4", "")
+		kinds = append(kinds, item{queryOf(p.client), Found, afInet})
+		p = dial(t, a, lnv6, "tcp6", "")
+		kinds = append(kinds, item{queryOf(p.client), Found, afInet6})
+		kinds = append(kinds, item{timeWait(t, cc, a, lnv), NotEstablished, afInet})
+	}
+	lport := ln4.Addr().(*net.TCPAddr).AddrPort()
+	kinds = append(kinds,
+		item{Query{Local: lport, Remote: netip.MustParseAddrPort("127.0.0.1:7")}, NoSocket, 0},
+		item{Query{Local: netip.MustParseAddrPort("[::1]:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, NoSocket, 0},
+		item{Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, NoSocket, 0}, // invalid
+		// A socket of namespace B is not visible from A.
+		item{Query{Local: lnv.Addr().(*net.TCPAddr).AddrPort(), Remote: netip.MustParseAddrPort("10.77.0.1:9")}, NoSocket, 0},
+	)
+
+	qs := make([]Query, 200)
+	want := make([]item, 200)
+	for i := range qs {
+		want[i] = kinds[(i*7)%len(kinds)]
+		qs[i] = want[i].q
+	}
+	for _, batch := range []int{0, 1, 7, 64, 200, 1000} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			c := openT(t, &Config{NetNS: a, BatchSize: batch})
+			out := make([]Snapshot, len(qs))
+			for round := range 2 {
+				if err := c.Lookup(qs, out); err != nil {
+					t.Fatal(err)
+				}
+				var nFound, nNot, nNo uint64
+				for i, s := range out {
+					if s.Status != want[i].status || (s.Status != NoSocket && s.Family != want[i].family) {
+						t.Errorf("round %d query %d %v: status %v family %d, want %v %d",
+							round, i, qs[i], s.Status, s.Family, want[i].status, want[i].family)
+					}
+					if s.Time == 0 {
+						t.Errorf("query %d: no time", i)
+					}
+					switch s.Status {
+					case Found:
+						nFound++
+					case NotEstablished:
+						nNot++
+					default:
+						nNo++
+					}
+				}
+				st := c.Stats()
+				r := uint64(round + 1)
+				if st.Lookups != 200*r || st.Found != nFound*r || st.NotEstablished != nNot*r || st.NoSocket != nNo*r {
+					t.Errorf("stats %+v", st)
+				}
+			}
+			// The cookie of each socket is the same in every batch.
+			seen := map[Query]uint64{}
+			for i, s := range out {
+				if s.Status == NoSocket {
+					continue
+				}
+				if ck, ok := seen[qs[i]]; ok && ck != s.Cookie {
+					t.Errorf("query %v: cookies %d and %d", qs[i], ck, s.Cookie)
+				}
+				seen[qs[i]] = s.Cookie
+			}
+		})
+	}
+}
+
+// Replies lost to a full receive buffer are asked again.
+func TestIntegrationOverrun(t *testing.T) {
+	lab := newLab(t)
+	ns := lab.A.NetNS
+	c := openT(t, &Config{NetNS: ns, BatchSize: 128})
+	if err := unix.SetsockoptInt(int(c.fd.Load()), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8192); err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	var qs []Query
+	for range 16 {
+		p := dial(t, ns, ln, "tcp4", "")
+		qs = append(qs, queryOf(p.client), queryOf(p.server))
+	}
+	for len(qs) < 128 {
+		qs = append(qs, qs[:min(len(qs), 128-len(qs))]...)
+	}
+	out := make([]Snapshot, len(qs))
+	if err := c.Lookup(qs, out); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range out {
+		if s.Status != Found {
+			t.Errorf("query %d: %v", i, s.Status)
+		}
+	}
+	st := c.Stats()
+	if st.Overruns == 0 || st.Resent == 0 || st.Batches < 2 {
+		t.Errorf("stats %+v: want overruns and resent queries", st)
+	}
+	t.Logf("stats %+v", st)
+}
+
+func TestIntegrationNetNS(t *testing.T) {
+	lab := newLab(t)
+	ns := lab.A.NetNS
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	p := dial(t, ns, ln, "tcp4", "")
+	q := queryOf(p.client)
+
+	viaConfig := openT(t, &Config{NetNS: ns})
+	checkFound(t, "Config.NetNS", lookup1(t, viaConfig, q), afInet)
+
+	var inside *Client
+	if err := netns.Do(ns, func() error {
+		var err error
+		inside, err = Open(nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer inside.Close()
+	checkFound(t, "opened inside netns.Do", lookup1(t, inside, q), afInet)
+
+	host := openT(t, nil)
+	if s := lookup1(t, host, q); s.Status != NoSocket {
+		t.Errorf("host namespace sees the lab's socket: %v", s.Status)
+	}
+
+	if _, err := Open(&Config{NetNS: "/nonexistent/ns"}); err == nil {
+		t.Error("Open with a missing namespace succeeded")
+	}
+}
+
+func TestIntegrationClose(t *testing.T) {
+	netlabRoot(t)
+	c, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]Snapshot, 1)
+	q := Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("127.0.0.1:2")}
+	if err := c.Lookup([]Query{q, q}, out); err == nil {
+		t.Error("Lookup with a short out succeeded")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := c.Lookup([]Query{q}, out); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Lookup after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// An unprivileged user sees other users' TCP sockets, tcp_info included.
+func TestIntegrationUnprivileged(t *testing.T) {
+	lab := newLab(t)
+	ns := lab.A.NetNS
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	p := dial(t, ns, ln, "tcp4", "")
+	q := queryOf(p.client)
+
+	// The test binary, where user nobody can run it.
+	dir, err := os.MkdirTemp("", "diag-unpriv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "diag.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	var outb strings.Builder
+	err = netns.Do(ns, func() error {
+		// Started from a thread inside the namespace, the child is in
+		// it too, and as nobody it cannot leave it.
+		cmd := exec.Command(bin, "-test.run=^TestUnprivilegedHelper$", "-test.v")
+		cmd.Dir = "/"
+		cmd.Env = append(os.Environ(), "DIAG_UNPRIV_QUERY="+q.Local.String()+","+q.Remote.String())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		cmd.Stdout, cmd.Stderr = &outb, &outb
+		return cmd.Run()
+	})
+	if err != nil {
+		t.Fatalf("helper as nobody: %v\n%s", err, outb.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(outb.String()))
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "RESULT "); ok {
+			if line != "uid=65534 status=found state=1 mss>0=true rtt>0=true cookie>0=true" {
+				t.Errorf("as nobody: %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no result from helper:\n%s", outb.String())
+}
+
+// TestUnprivilegedHelper runs in the child of TestIntegrationUnprivileged.
+func TestUnprivilegedHelper(t *testing.T) {
+	v := os.Getenv("DIAG_UNPRIV_QUERY")
+	if v == "" {
+		t.Skip("helper for TestIntegrationUnprivileged")
+	}
+	l, r, _ := strings.Cut(v, ",")
+	q := Query{Local: netip.MustParseAddrPort(l), Remote: netip.MustParseAddrPort(r)}
+	c, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := lookup1(t, c, q)
+	fmt.Printf("RESULT uid=%d status=%v state=%d mss>0=%v rtt>0=%v cookie>0=%v\n",
+		os.Geteuid(), s.Status, s.State, s.Info.SndMSS > 0, s.Info.RTT > 0, s.Cookie > 0)
+}
