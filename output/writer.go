@@ -330,10 +330,10 @@ func (w *Writer) Start(h *Header) error {
 // Pkt.Time >= watermark (a watermark lower than an earlier one is ignored).
 // recs need not be sorted, and may be reused when Submit returns.
 //
-// Submit never blocks. It returns false, queuing nothing, when the queue is
-// full or the writer is closed; the caller counts those packets as skipped
-// (malloc). The watermark is set either way. Submit does not allocate once
-// the writer's batch buffers have warmed up.
+// Submit never blocks. It returns false when the queue is full or the
+// writer is closed: then nothing is queued and the watermark is unchanged,
+// and the caller counts those packets as skipped (malloc). Submit does not
+// allocate once the writer's batch buffers have warmed up.
 func (w *Writer) Submit(worker int, recs []Record, watermark int64) bool {
 	w.active.Add(1)
 	defer w.active.Add(-1)
@@ -341,12 +341,9 @@ func (w *Writer) Submit(worker int, recs []Record, watermark int64) bool {
 		w.rejected.Add(uint64(len(recs)))
 		return false
 	}
-	ok := true
-	if len(recs) > 0 {
-		ok = w.enqueue(recs)
-		if !ok {
-			w.rejected.Add(uint64(len(recs)))
-		}
+	if len(recs) > 0 && !w.enqueue(recs) {
+		w.rejected.Add(uint64(len(recs)))
+		return false
 	}
 	// The watermark is stored after the batches are in the queue: the writer
 	// loads watermarks before draining the queue, so it never applies a
@@ -354,7 +351,7 @@ func (w *Writer) Submit(worker int, recs []Record, watermark int64) bool {
 	if w.setMark(worker, watermark) {
 		w.poke()
 	}
-	return ok
+	return true
 }
 
 // Advance sets producer worker's watermark without records, for a producer
