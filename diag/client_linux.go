@@ -48,8 +48,9 @@ type Client struct {
 	recvBuf []byte // batch * recvBufSize
 	iovs    []unix.Iovec
 	msgs    []mmsghdr
-	idx     []int32 // query index per slot of the batch in flight; -1 once answered
-	zones   map[string]uint32
+	idx     []int32           // query index per slot of the batch in flight; -1 once answered
+	zones   map[string]uint32 // interface indexes by zone name
+	netns   string            // Config.NetNS, to resolve zone names in
 
 	stats struct {
 		lookups, batches, found, notEstablished, noSocket   atomic.Uint64
@@ -88,6 +89,7 @@ func Open(cfg *Config) (*Client, error) {
 
 	c := &Client{
 		batch:   batch,
+		netns:   conf.NetNS,
 		sendBuf: make([]byte, batch*requestLen),
 		recvBuf: make([]byte, batch*recvBufSize),
 		iovs:    make([]unix.Iovec, batch),
@@ -341,10 +343,14 @@ func (c *Client) zoneIndex(q Query) uint32 {
 	if i, ok := c.zones[z]; ok {
 		return i
 	}
+	// Names are resolved in the socket's namespace.
 	var idx uint32
-	if ifi, err := net.InterfaceByName(z); err == nil {
-		idx = uint32(ifi.Index)
-	}
+	_ = netns.Do(c.netns, func() error {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			idx = uint32(ifi.Index)
+		}
+		return nil
+	})
 	if c.zones == nil {
 		c.zones = make(map[string]uint32)
 	}

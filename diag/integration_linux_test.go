@@ -15,7 +15,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	vnetlink "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netns"
@@ -434,4 +436,84 @@ func TestUnprivilegedHelper(t *testing.T) {
 	s := lookup1(t, c, q)
 	fmt.Printf("RESULT uid=%d status=%v state=%d mss>0=%v rtt>0=%v cookie>0=%v\n",
 		os.Geteuid(), s.Status, s.State, s.Info.SndMSS > 0, s.Info.RTT > 0, s.Cookie > 0)
+}
+
+// A link-local IPv6 connection is bound to its interface: the query's zone
+// (a name or a number) tells the kernel which.
+func TestIntegrationLinkLocal(t *testing.T) {
+	lab := newLab(t)
+	a, b := lab.A.NetNS, lab.B.NetNS
+	// Link-local addresses of our own, without duplicate address detection.
+	for _, h := range []struct{ ns, iface, addr string }{
+		{a, lab.A.Iface, "fe80::77:1/64"}, {b, lab.B.Iface, "fe80::77:2/64"},
+	} {
+		if err := netns.Do(h.ns, func() error {
+			link, err := vnetlink.LinkByName(h.iface)
+			if err != nil {
+				return err
+			}
+			addr, err := vnetlink.ParseAddr(h.addr)
+			if err != nil {
+				return err
+			}
+			addr.Flags = unix.IFA_F_NODAD
+			return vnetlink.AddrAdd(link, addr)
+		}); err != nil {
+			t.Fatalf("add %s on %s: %v", h.addr, h.iface, err)
+		}
+	}
+	ll := netip.MustParseAddr("fe80::77:2")
+	ln := listen(t, b, "tcp6", "[::]:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	var c net.Conn
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := netns.Do(a, func() error {
+			var err error
+			c, err = net.DialTimeout("tcp6", fmt.Sprintf("[%s%%%s]:%d", ll, lab.A.Iface, port), time.Second)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dial link-local: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // duplicate address detection
+	}
+	defer c.Close()
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	ca := openT(t, &Config{NetNS: a})
+	q := queryOf(c)
+	if q.Remote.Addr().Zone() != lab.A.Iface {
+		t.Fatalf("remote %v: want zone %s", q.Remote, lab.A.Iface)
+	}
+	checkFound(t, "zone name", lookup1(t, ca, q), afInet6)
+
+	var idx int
+	netns.Do(a, func() error {
+		ifi, err := net.InterfaceByName(lab.A.Iface)
+		if err == nil {
+			idx = ifi.Index
+		}
+		return err
+	})
+	numeric := Query{
+		Local:  netip.AddrPortFrom(q.Local.Addr().WithZone(fmt.Sprint(idx)), q.Local.Port()),
+		Remote: netip.AddrPortFrom(q.Remote.Addr().WithZone(fmt.Sprint(idx)), q.Remote.Port()),
+	}
+	checkFound(t, "numeric zone", lookup1(t, ca, numeric), afInet6)
+	noZone := Query{
+		Local:  netip.AddrPortFrom(q.Local.Addr().WithZone(""), q.Local.Port()),
+		Remote: netip.AddrPortFrom(q.Remote.Addr().WithZone(""), q.Remote.Port()),
+	}
+	if s := lookup1(t, ca, noZone); s.Status != NoSocket {
+		t.Errorf("link-local without zone: %v, want NoSocket (the socket is bound to its interface)", s.Status)
+	}
 }
