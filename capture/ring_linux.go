@@ -402,10 +402,6 @@ func (w *worker) deliver(h Handler) {
 	block := w.ring[base : base+w.blockSize : base+w.blockSize]
 	bh := (*unix.TpacketHdrV1)(unsafe.Pointer(&block[blockHdrOff]))
 	numPkts := int(bh.Num_pkts)
-	if numPkts > len(w.pkts) {
-		// Cannot happen with frames of at least minFrame bytes; grow once.
-		w.pkts = make([]Packet, numPkts)
-	}
 	var c struct{ frames, notLocal, truncated, malformed, filtered uint64 }
 	var dirs [2]uint64
 	n := 0
@@ -419,6 +415,14 @@ func (w *worker) deliver(h Handler) {
 		th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&block[off]))
 		sll := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&block[off+tpacketHdrLen]))
 		next := int(th.Next_offset)
+		if i < numPkts-1 && next < tpacketHdrLen+sllLen {
+			// A sane kernel never links frames like this; stop after this
+			// frame rather than loop over the same bytes, and count the
+			// rest of the block as one malformed frame.
+			numPkts = i + 1
+			c.frames++
+			c.malformed++
+		}
 		var dir Direction
 		switch sll.Pkttype {
 		case unix.PACKET_HOST:
@@ -431,10 +435,16 @@ func (w *worker) deliver(h Handler) {
 			continue
 		}
 		mac, nh, snap, wire := off+int(th.Mac), off+int(th.Net), int(th.Snaplen), int(th.Len)
-		if mac > len(block) || snap > len(block)-mac || nh < mac || nh > mac+snap {
+		if mac > len(block) || snap < 0 || snap > len(block)-mac || nh < mac || nh > mac+snap {
 			c.malformed++
 			off += next
 			continue
+		}
+		if n == len(w.pkts) {
+			// Frames are at least minFrame bytes, so this does not happen;
+			// if it did, the slice would grow once and stay grown.
+			w.pkts = append(w.pkts, Packet{})
+			w.pkts = w.pkts[:cap(w.pkts)]
 		}
 		p := &w.pkts[n]
 		var err error
