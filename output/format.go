@@ -2,7 +2,7 @@ package output
 
 import (
 	"fmt"
-	"strconv"
+	"math/bits"
 	"time"
 )
 
@@ -102,7 +102,7 @@ func appendUsec6(dst []byte, usec int64) []byte {
 // appendSecUsec appends ns as SIFTR's "%jd.%06ld".
 func appendSecUsec(dst []byte, ns int64) []byte {
 	sec, usec := splitTime(ns)
-	dst = strconv.AppendInt(dst, sec, 10)
+	dst = appendInt(dst, sec)
 	dst = append(dst, '.')
 	return appendUsec6(dst, usec)
 }
@@ -122,4 +122,55 @@ func (c *Counts) totals() (pkts, skipped uint64) {
 	skipped = c.SkipMalloc[0] + c.SkipMalloc[1] + c.SkipTCPCB[0] + c.SkipTCPCB[1] +
 		c.SkipInPCB[0] + c.SkipInPCB[1]
 	return pkts, skipped
+}
+
+// pow10 holds 10^i for i = 0..19.
+var pow10 = [20]uint64{
+	1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+	1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+}
+
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// appendUint appends v in decimal, like strconv.AppendUint(dst, v, 10) but
+// writing the digits in place (it is the hot path of every format).
+func appendUint(dst []byte, v uint64) []byte {
+	if v < 10 {
+		return append(dst, byte('0'+v))
+	}
+	n := int(uint(bits.Len64(v))*1233) >> 12 // floor(log10(v)) or one less
+	if v >= pow10[n] {
+		n++
+	}
+	l := len(dst)
+	if cap(dst)-l < n {
+		dst = append(dst, make([]byte, n)...)
+	} else {
+		dst = dst[:l+n]
+	}
+	i := l + n
+	for v >= 100 {
+		q := v / 100
+		r := (v - q*100) * 2
+		i -= 2
+		dst[i], dst[i+1] = digitPairs[r], digitPairs[r+1]
+		v = q
+	}
+	if v >= 10 {
+		r := v * 2
+		dst[i-2], dst[i-1] = digitPairs[r], digitPairs[r+1]
+	} else {
+		dst[i-1] = byte('0' + v)
+	}
+	return dst
+}
+
+// appendInt appends v in decimal.
+func appendInt(dst []byte, v int64) []byte {
+	if v < 0 {
+		return appendUint(append(dst, '-'), uint64(-v)) // -MinInt64 wraps to 1<<63: still right as uint64
+	}
+	return appendUint(dst, uint64(v))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -639,3 +640,26 @@ func benchAppend(b *testing.B, f Format) {
 
 func BenchmarkAppendSIFTR(b *testing.B) { benchAppend(b, SIFTR()) }
 func BenchmarkAppendJSONL(b *testing.B) { benchAppend(b, JSONL()) }
+
+func TestAppendUint(t *testing.T) {
+	vals := []uint64{0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65535, 1<<32 - 1, 1 << 32, 1e19 - 1, 1e19, 1<<64 - 1}
+	for i := range 64 {
+		vals = append(vals, 1<<i, 1<<i-1, 1<<i+1)
+	}
+	for i := range 20 {
+		vals = append(vals, pow10[i], pow10[i]-1, pow10[i]+1)
+	}
+	for _, v := range vals {
+		for _, prefix := range [][]byte{nil, []byte("ab"), make([]byte, 3, 4)} {
+			want := strconv.AppendUint(slices.Clone(prefix), v, 10)
+			if got := appendUint(slices.Clone(prefix), v); !bytes.Equal(got, want) {
+				t.Errorf("appendUint(%q, %d) = %q, want %q", prefix, v, got, want)
+			}
+		}
+	}
+	for _, v := range []int64{0, -1, 1, -1234567, math.MinInt64, math.MaxInt64} {
+		if got, want := string(appendInt(nil, v)), strconv.FormatInt(v, 10); got != want {
+			t.Errorf("appendInt(%d) = %q, want %q", v, got, want)
+		}
+	}
+}

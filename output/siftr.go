@@ -2,7 +2,6 @@ package output
 
 import (
 	"net/netip"
-	"strconv"
 )
 
 // SIFTR returns the SIFTR 1.3.0 text format, byte-compatible with FreeBSD's
@@ -23,13 +22,13 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 func (siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
 	sec, usec := splitTime(timeNanos(h.Time))
 	dst = append(dst, "enable_time_secs="...)
-	dst = strconv.AppendInt(dst, sec, 10)
+	dst = appendInt(dst, sec)
 	dst = append(dst, "\tenable_time_usecs="...)
 	dst = appendUsec6(dst, usec)
 	dst = append(dst, "\tsiftrver="+SIFTRVersion+"\tsysname="+SysName+"\tsysver="...)
-	dst = strconv.AppendUint(dst, uint64(h.SysVer), 10)
+	dst = appendUint(dst, uint64(h.SysVer))
 	dst = append(dst, "\tipmode="...)
-	dst = strconv.AppendUint(dst, uint64(h.IPMode), 10)
+	dst = appendUint(dst, uint64(h.IPMode))
 	return append(dst, '\n')
 }
 
@@ -43,11 +42,11 @@ func (siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, ',')
 	dst = appendAddr(dst, local.Addr())
 	dst = append(dst, ',')
-	dst = strconv.AppendUint(dst, uint64(local.Port()), 10)
+	dst = appendUint(dst, uint64(local.Port()))
 	dst = append(dst, ',')
 	dst = appendAddr(dst, remote.Addr())
 	dst = append(dst, ',')
-	dst = strconv.AppendUint(dst, uint64(remote.Port()), 10)
+	dst = appendUint(dst, uint64(remote.Port()))
 
 	dst = appendField(dst, uint64(r.SndSsthresh()))
 	dst = appendField(dst, uint64(r.SndCwnd()))
@@ -76,7 +75,7 @@ func (siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 // appendField appends ',' and v in decimal.
 func appendField(dst []byte, v uint64) []byte {
 	dst = append(dst, ',')
-	return strconv.AppendUint(dst, v, 10)
+	return appendUint(dst, v)
 }
 
 func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
@@ -84,7 +83,7 @@ func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	pkts, skipped := c.totals()
 	sec, usec := splitTime(timeNanos(f.Time))
 	dst = append(dst, "disable_time_secs="...)
-	dst = strconv.AppendInt(dst, sec, 10)
+	dst = appendInt(dst, sec)
 	dst = append(dst, "\tdisable_time_usecs="...)
 	dst = appendUsec6(dst, usec)
 	dst = appendKey(dst, "\tnum_inbound_tcp_pkts=", c.Packets[0])
@@ -102,11 +101,11 @@ func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 		fl := &f.Flows[i]
 		dst = appendAddr(dst, fl.Local.Addr())
 		dst = append(dst, ';')
-		dst = strconv.AppendUint(dst, uint64(fl.Local.Port()), 10)
+		dst = appendUint(dst, uint64(fl.Local.Port()))
 		dst = append(dst, '-')
 		dst = appendAddr(dst, fl.Remote.Addr())
 		dst = append(dst, ';')
-		dst = strconv.AppendUint(dst, uint64(fl.Remote.Port()), 10)
+		dst = appendUint(dst, uint64(fl.Remote.Port()))
 		dst = append(dst, ',')
 	}
 	return append(dst, '\n')
@@ -114,5 +113,5 @@ func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 
 func appendKey(dst []byte, key string, v uint64) []byte {
 	dst = append(dst, key...)
-	return strconv.AppendUint(dst, v, 10)
+	return appendUint(dst, v)
 }

@@ -131,7 +131,8 @@ type Writer struct {
 	active   atomic.Int64 // Submit and Advance calls in progress
 	closed   atomic.Bool
 	queue    chan *batch
-	free     [numClasses]chan *batch
+	freeMu   sync.Mutex           // guards free
+	free     [numClasses][]*batch // idle batches by size class
 	marks    []workerMark
 	wake     chan struct{}
 	reopenc  chan chan error
@@ -262,9 +263,6 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	}
 
 	w.queue = make(chan *batch, w.queueLen)
-	for i := range w.free {
-		w.free[i] = make(chan *batch, w.queueLen)
-	}
 	w.marks = make([]workerMark, cfg.Workers)
 	for i := range w.marks {
 		w.marks[i].wm.Store(math.MinInt64)
@@ -410,13 +408,20 @@ func (w *Writer) enqueue(recs []Record) bool {
 	return true
 }
 
+// getBatch returns an idle batch that can hold n records. The free lists
+// never hold more batches than were once queued or held at the same time,
+// which QueueLen, QueueRecords and MaxHeld bound.
 func (w *Writer) getBatch(n int) *batch {
 	c := classOf(n)
-	select {
-	case b := <-w.free[c]:
+	w.freeMu.Lock()
+	if k := len(w.free[c]); k > 0 {
+		b := w.free[c][k-1]
+		w.free[c][k-1] = nil
+		w.free[c] = w.free[c][:k-1]
+		w.freeMu.Unlock()
 		return b
-	default:
 	}
+	w.freeMu.Unlock()
 	return &batch{recs: make([]Record, 0, 1<<(c+minBatchBits)), class: c}
 }
 
@@ -424,10 +429,9 @@ func (w *Writer) putBatch(b *batch) {
 	clear(b.recs) // drop references (netip.Addr zones) before pooling
 	b.recs = b.recs[:0]
 	b.pos = 0
-	select {
-	case w.free[b.class] <- b:
-	default:
-	}
+	w.freeMu.Lock()
+	w.free[b.class] = append(w.free[b.class], b)
+	w.freeMu.Unlock()
 }
 
 // run is the writer goroutine.
