@@ -152,7 +152,6 @@ type Writer struct {
 	seq      uint64
 	held     int
 	cur      []int64 // watermarks in force
-	load     []int64 // watermarks being loaded
 	buf      []byte
 	bufRecs  int
 	lastTime int64
@@ -268,10 +267,6 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 		w.marks[i].wm.Store(math.MinInt64)
 	}
 	w.cur = make([]int64, cfg.Workers)
-	w.load = make([]int64, cfg.Workers)
-	for i := range w.cur {
-		w.cur[i] = math.MinInt64
-	}
 	w.wake = make(chan struct{}, 1)
 	w.reopenc = make(chan chan error)
 	w.closing = make(chan struct{})
@@ -494,24 +489,15 @@ func sortedByTime(recs []Record) bool {
 
 // step applies the watermarks and writes what they allow.
 func (w *Writer) step() {
-	// Load the watermarks first, then drain the queue: every batch submitted
-	// before a watermark we loaded is then in hand.
+	// Load the watermarks first, then take every batch queued at that point:
+	// a batch submitted before a watermark we loaded was sent before that
+	// watermark was stored, so it is among them (no other goroutine
+	// receives from the queue, so the receives below never block).
 	for i := range w.marks {
-		w.load[i] = w.marks[i].wm.Load()
+		w.cur[i] = w.marks[i].wm.Load()
 	}
-	drained := false
-	for range w.queueLen + 1 {
-		select {
-		case b := <-w.queue:
-			w.accept(b)
-			continue
-		default:
-			drained = true
-		}
-		break
-	}
-	if drained {
-		copy(w.cur, w.load)
+	for n := len(w.queue); n > 0; n-- {
+		w.accept(<-w.queue)
 	}
 	low := int64(math.MaxInt64)
 	for _, m := range w.cur {
