@@ -101,7 +101,17 @@ var ErrClosed = errors.New("output: writer closed")
 // producer must call Submit or Advance regularly, including when idle (for
 // example on every ring poll timeout). Records that break the promise by
 // more than Delay are still written, and counted as Late if a later record
-// was already written. Close writes everything still held, in order.
+// was already written. At most MaxHeld records are held back: past that the
+// oldest are written at once (Forced), which keeps memory bounded when a
+// producer stalls. Close writes everything still held, in order.
+//
+// # Memory
+//
+// The queue holds at most QueueLen batches and QueueRecords records; the
+// writer holds at most MaxHeld records for ordering, plus up to one queue's
+// worth it is taking in. Batch buffers are reused (by power-of-two size
+// class), so their total never exceeds the peak of records queued and held,
+// rounded up to a power of two per batch. A Record is about 420 bytes.
 //
 // # Concurrency
 //
@@ -297,9 +307,10 @@ func openLog(path string) (*os.File, error) {
 	return nil, fmt.Errorf("output: open log file: %w", err)
 }
 
-// Start writes the header and starts the writer goroutine. The goroutine
-// runs even if writing the header failed (that error is returned and kept
-// for Err), so Submit and Close work as usual.
+// Start writes the header (none if h is nil) and starts the writer
+// goroutine. The goroutine runs even if writing the header failed (that
+// error is returned and kept for Err), so Submit and Close work as usual.
+// Records submitted before Start wait in the queue.
 func (w *Writer) Start(h *Header) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -318,8 +329,8 @@ func (w *Writer) Start(h *Header) error {
 	return w.loadErr()
 }
 
-// Submit queues a copy of recs from producer worker, and sets that
-// producer's watermark: it promises that every record it submits later has
+// Submit queues a copy of recs from producer worker (0 <= worker <
+// WriterConfig.Workers, else it panics), and sets that producer's watermark: it promises that every record it submits later has
 // Pkt.Time >= watermark (a watermark lower than an earlier one is ignored).
 // recs need not be sorted, and may be reused when Submit returns.
 //
@@ -348,7 +359,7 @@ func (w *Writer) Submit(worker int, recs []Record, watermark int64) bool {
 }
 
 // Advance sets producer worker's watermark without records, for a producer
-// that is idle. It never blocks; a watermark lower than an earlier one is ignored.
+// that is idle (0 <= worker < WriterConfig.Workers, else it panics). It never blocks; a watermark lower than an earlier one is ignored.
 func (w *Writer) Advance(worker int, watermark int64) {
 	w.active.Add(1)
 	defer w.active.Add(-1)
@@ -677,10 +688,11 @@ func (w *Writer) reopen() error {
 // Close writes every record submitted before Close, in order, then the
 // footer that footer returns (called once the last record is written, so
 // counts taken in it are final; nil writes none), then flushes, syncs and
-// closes the file. It waits for the writer goroutine. It returns the first
+// closes the file. footer runs on the writer goroutine and must not call
+// Close or Reopen. Close waits for the writer goroutine. It returns the first
 // write error, if any, else the sync or close error. Calls after the first
-// return the same result. A writer never started writes neither records nor
-// footer.
+// return the same result. A writer never started writes nothing: records
+// submitted to it are discarded.
 func (w *Writer) Close(footer func() *Footer) error {
 	w.closeMu.Lock()
 	defer w.closeMu.Unlock()

@@ -692,8 +692,9 @@ func TestSubmitAllocs(t *testing.T) {
 }
 
 func BenchmarkWriterThroughput(b *testing.B) {
-	for _, f := range []Format{SIFTR(), JSONL()} {
-		b.Run(fmt.Sprintf("%T", f), func(b *testing.B) {
+	for _, name := range []string{NameSIFTR, NameJSONL} {
+		f, _ := FormatByName(name)
+		b.Run(name, func(b *testing.B) {
 			w, err := OpenWriter(&WriterConfig{Path: "-", Stdout: io.Discard, Workers: 2, Format: f})
 			if err != nil {
 				b.Fatal(err)
