@@ -10,8 +10,11 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
@@ -161,6 +164,12 @@ func (r *running) checkContract(t *testing.T) {
 // the client's local address.
 func transfer(t *testing.T, client, server string, dst netip.Addr, port uint16, up, down int) netip.AddrPort {
 	t.Helper()
+	return transferOpts(t, client, server, dst, port, up, down, nil)
+}
+
+// transferOpts is transfer with IPv4 options on the client's packets.
+func transferOpts(t *testing.T, client, server string, dst netip.Addr, port uint16, up, down int, ipOpts []byte) netip.AddrPort {
+	t.Helper()
 	var ln net.Listener
 	if err := netns.Do(server, func() (err error) {
 		ln, err = net.Listen("tcp", netip.AddrPortFrom(dst, port).String())
@@ -184,9 +193,19 @@ func transfer(t *testing.T, client, server string, dst netip.Addr, port uint16, 
 		_, err = c.Write(make([]byte, down))
 		srvErr <- err
 	}()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if ipOpts != nil {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, string(ipOpts))
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	var c net.Conn
 	if err := netns.Do(client, func() (err error) {
-		c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		c, err = d.Dial("tcp", ln.Addr().String())
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -211,11 +230,15 @@ func TestIntegrationVeth(t *testing.T) {
 	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
 	const port, otherPort = 5201, 5202
 	for _, tc := range []struct {
-		name string
-		a, b netip.Addr
+		name   string
+		a, b   netip.Addr
+		ipOpts []byte
 	}{
-		{"ipv4", lab.A.Addr4, lab.B.Addr4},
-		{"ipv6", lab.A.Addr6, lab.B.Addr6},
+		{"ipv4", lab.A.Addr4, lab.B.Addr4, nil},
+		// IPv4 options on the client's packets: the kernel filter must find
+		// the ports after the options (IHL 7), through its SKF_NET_OFF loads.
+		{"ipv4 options", lab.A.Addr4, lab.B.Addr4, []byte{1, 1, 1, 1, 1, 1, 1, 0}},
+		{"ipv6", lab.A.Addr6, lab.B.Addr6, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: port, Workers: 2})
@@ -229,7 +252,7 @@ func TestIntegrationVeth(t *testing.T) {
 				defer other.Done()
 				transfer(t, lab.A.NetNS, lab.B.NetNS, tc.b, otherPort, 200<<10, 1000)
 			}()
-			local := transfer(t, lab.A.NetNS, lab.B.NetNS, tc.b, port, up, down)
+			local := transferOpts(t, lab.A.NetNS, lab.B.NetNS, tc.b, port, up, down, tc.ipOpts)
 			other.Wait()
 			r.stop(t)
 			r.checkContract(t)
