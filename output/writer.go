@@ -63,6 +63,9 @@ type WriterConfig struct {
 	// FlushInterval is how often buffered output is written when less than
 	// 1 MiB has gathered; 0 means DefaultFlushInterval.
 	FlushInterval time.Duration
+	// OnRecord, if set, is called with every record as it is formatted, in
+	// output order, on the writer's goroutine; r is valid only during the call.
+	OnRecord func(r *Record)
 }
 
 // WriterStats are a Writer's counters. All counts are since OpenWriter.
@@ -166,6 +169,7 @@ type Writer struct {
 	bufRecs  int
 	lastTime int64
 	torn     bool // the last failed write left a partial line
+	onRecord func(*Record)
 
 	records, bytes, rejected, forced, late atomic.Uint64
 	writeErrors, lost                      atomic.Uint64
@@ -227,6 +231,7 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 		batchCap:      cfg.BatchCap,
 		maxHeld:       cfg.MaxHeld,
 		flushInterval: cfg.FlushInterval,
+		onRecord:      cfg.OnRecord,
 	}
 	if w.format == nil {
 		w.format = SIFTR()
@@ -573,6 +578,9 @@ func (w *Writer) emitTop() {
 		w.lastTime = r.Pkt.Time
 	}
 	w.stale.Record(r.Staleness())
+	if w.onRecord != nil {
+		w.onRecord(r)
+	}
 	w.buf = w.format.AppendRecord(w.buf, r)
 	w.bufRecs++
 	w.held--

@@ -1,0 +1,275 @@
+// Command siftr-probe logs the TCP state of every packet of chosen
+// connections, in FreeBSD SIFTR 1.3.0's log format, on Linux.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/demo"
+	"github.com/siftr-probe/siftr-probe/internal/probe"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // the run failed after it started
+	exitUsage = 2 // bad arguments or set-up: nothing was logged
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usageHead = `siftr-probe: per-packet TCP state for Linux, as FreeBSD's SIFTR logs it.
+
+For every TCP packet on the port (both directions) it writes one line with the
+connection's congestion window, ssthresh, smoothed RTT, RTO, windows, buffer
+fill and bytes in flight, read from the socket right after the packet passed.
+
+Usage:
+  siftr-probe --iface IFACE [--port PORT] [flags]
+  siftr-probe demo [--duration D] [--logfile PATH]
+
+Examples:
+  siftr-probe --iface eth0 --port 5201                 # iperf3 traffic to /var/log/siftr.log
+  siftr-probe --iface eth0 --port 5201 --logfile -     # to stdout
+  siftr-probe --iface eth0 --port 443 --ppl 10 --duration 1m --logfile /tmp/s.log
+  siftr-probe --iface lo --port 8080 --format jsonl --logfile -
+  sudo siftr-probe demo                                 # a self-contained lab run
+
+Flags (each also read from the environment as SIFTR_PROBE_<FLAG>, e.g.
+SIFTR_PROBE_IFACE=eth0; a flag on the command line wins):
+`
+
+const usageTail = `
+Needs CAP_NET_RAW (root) to capture; --netns also needs CAP_SYS_ADMIN.
+Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line.
+Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error.
+`
+
+// options are the parsed command line.
+type options struct {
+	cfg     probe.Config
+	port    int
+	ppl     uint
+	quiet   bool
+	version bool
+	status  time.Duration
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("siftr-probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &o.cfg
+	fs.StringVar(&c.Iface, "iface", "", "capture on this `interface` (required), e.g. eth0, lo")
+	fs.IntVar(&o.port, "port", 0, "log TCP packets whose source or destination is this `port`; 0 = all TCP")
+	fs.UintVar(&o.ppl, "ppl", 1, "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
+	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to this `file`; - = stdout")
+	fs.StringVar(&c.Format, "format", "siftr", "log `format`: siftr (SIFTR 1.3.0 text) or jsonl (JSON lines, more fields)")
+	fs.IntVar(&c.Workers, "workers", 0, "capture rings, one `per` CPU in a fanout group; 0 = all online CPUs")
+	fs.DurationVar(&c.BlockTimeout, "block-timeout", time.Millisecond, "ring block `timeout`: the most a packet waits in the ring (lower = fresher snapshots, more CPU)")
+	fs.Var(sizeFlag{&c.BlockSize}, "block-size", "ring block `size` in bytes (k/M suffixes); default 128k")
+	fs.Var(sizeFlag{&c.RingSize}, "ring-size", "`bytes` per ring (k/M suffixes); default 8M")
+	fs.DurationVar(&c.Duration, "duration", 0, "stop after this `long`; 0 = until Ctrl-C or SIGTERM")
+	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in this network namespace (`path` such as /var/run/netns/NAME or /proc/PID/ns/net)")
+	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr this `often`")
+	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, usageTail)
+	}
+	return fs
+}
+
+// parse reads args and the environment into options. It returns a usage
+// error for anything invalid.
+func parse(args []string, stderr io.Writer, getenv func(string) string) (*options, *flag.FlagSet, error) {
+	o := &options{}
+	fs := newFlagSet(o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fs, fmt.Errorf("unexpected argument %q (flags start with --; see --help)", fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, fs, err
+	}
+	if o.version {
+		return o, fs, nil
+	}
+	if o.cfg.Iface == "" {
+		return nil, fs, errors.New("--iface is required (for example --iface eth0; list interfaces with: ip link)")
+	}
+	if o.port < 0 || o.port > 65535 {
+		return nil, fs, fmt.Errorf("bad --port %d: must be 0 (all) to 65535", o.port)
+	}
+	if o.ppl == 0 || o.ppl > 1<<31 {
+		return nil, fs, fmt.Errorf("bad --ppl %d: must be 1 (every packet) or more", o.ppl)
+	}
+	if o.cfg.BlockTimeout < time.Millisecond || o.cfg.BlockTimeout%time.Millisecond != 0 {
+		return nil, fs, fmt.Errorf("bad --block-timeout %s: must be a whole number of milliseconds, at least 1ms", o.cfg.BlockTimeout)
+	}
+	if o.cfg.Workers < 0 {
+		return nil, fs, fmt.Errorf("bad --workers %d", o.cfg.Workers)
+	}
+	if o.cfg.Duration < 0 {
+		return nil, fs, fmt.Errorf("bad --duration %s", o.cfg.Duration)
+	}
+	if o.cfg.Format != "siftr" && o.cfg.Format != "jsonl" {
+		return nil, fs, fmt.Errorf("bad --format %q: must be siftr or jsonl", o.cfg.Format)
+	}
+	o.cfg.Port = uint16(o.port)
+	o.cfg.PPL = uint32(o.ppl)
+	if !o.quiet {
+		o.cfg.StatusEvery = o.status
+	}
+	return o, fs, nil
+}
+
+// applyEnv sets every flag not given on the command line from
+// SIFTR_PROBE_<NAME> (upper case, dashes as underscores), if set.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		key := EnvName(f.Name)
+		if v := getenv(key); v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("bad %s=%q: %v", key, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// EnvName is the environment variable that sets a flag.
+func EnvName(flagName string) string {
+	return "SIFTR_PROBE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "demo" {
+		return runDemo(ctx, args[1:], stdout, stderr)
+	}
+	o, fs, err := parse(args, stderr, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		if !strings.HasPrefix(err.Error(), "flag provided but not defined") && !strings.Contains(err.Error(), "invalid value") {
+			fmt.Fprintf(stderr, "siftr-probe: %v\n", err)
+		}
+		fmt.Fprintln(stderr, "run 'siftr-probe --help' for usage")
+		return exitUsage
+	}
+	_ = fs
+	if o.version {
+		fmt.Fprintln(stdout, buildinfo.Get())
+		return exitOK
+	}
+	o.cfg.Stdout, o.cfg.Stderr = stdout, stderr
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	o.cfg.Reopen = hup
+
+	sum, err := probe.Run(ctx, o.cfg)
+	var se *probe.SetupError
+	if errors.As(err, &se) {
+		fmt.Fprintf(stderr, "siftr-probe: %v\n", err)
+		return exitUsage
+	}
+	if sum != nil && !o.quiet {
+		sum.Print(stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "siftr-probe: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("siftr-probe demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := demo.Config{}
+	fs.DurationVar(&cfg.Duration, "duration", 4*time.Second, "length of each transfer (`duration`)")
+	fs.StringVar(&cfg.LogFile, "logfile", "siftr-demo.log", "write the demo's log to this `file`")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `siftr-probe demo: a self-contained lab run (needs root).
+
+It builds two network namespaces joined by a veth pair with a TBF rate limit,
+runs built-in TCP bulk transfers on port 5201 over IPv4 and IPv6, captures on
+the sender's side, writes the log and prints a per-flow summary. The lab is
+removed at the end, also on Ctrl-C. No external program is needed.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	cfg.Stdout, cfg.Stderr = stdout, stderr
+	if err := demo.Run(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "siftr-probe demo: %v\n", err)
+		var se *probe.SetupError
+		if errors.As(err, &se) || errors.Is(err, demo.ErrNeedRoot) {
+			return exitUsage
+		}
+		return exitError
+	}
+	return exitOK
+}
+
+// sizeFlag parses byte sizes with optional k, M, G suffixes (powers of 1024).
+type sizeFlag struct{ p *int }
+
+func (s sizeFlag) String() string {
+	if s.p == nil || *s.p == 0 {
+		return ""
+	}
+	return strconv.Itoa(*s.p)
+}
+
+func (s sizeFlag) Set(v string) error {
+	mult := 1
+	t := strings.TrimSuffix(strings.TrimSuffix(v, "B"), "i")
+	switch {
+	case strings.HasSuffix(t, "k"), strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"), strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"), strings.HasSuffix(t, "g"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("not a size: %q (e.g. 131072, 128k, 8M)", v)
+	}
+	*s.p = n * mult
+	return nil
+}

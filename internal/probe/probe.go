@@ -1,0 +1,270 @@
+// Package probe wires the pipeline stages into one run: capture rings feed a
+// correlate.Engine, which looks sockets up with one diag.Client per worker
+// and hands records to an output.Writer. The command, the demo, the tests
+// and the benchmarks all run the probe through Run.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// Config is one run's settings. Zero values mean the documented defaults.
+type Config struct {
+	Iface        string        // interface to capture on (required)
+	Port         uint16        // TCP port filter; 0 = all ports
+	PPL          uint32        // log every PPL-th packet of each flow; 0 = 1
+	LogFile      string        // log path; "-" = Stdout
+	Format       string        // "siftr" (default) or "jsonl"
+	Workers      int           // capture rings; 0 = all online CPUs
+	BlockTimeout time.Duration // ring block timeout; 0 = 1ms
+	BlockSize    int           // ring block size in bytes; 0 = capture's default
+	RingSize     int           // bytes per ring; 0 = capture's default
+	Duration     time.Duration // stop after this long; 0 = until ctx is done
+	NetNS        string        // network namespace path to capture and look up in; "" = current
+	StatusEvery  time.Duration // status line interval on Stderr; 0 = none
+	Stdout       io.Writer     // for LogFile "-"; nil = os.Stdout
+	Stderr       io.Writer     // status lines; nil = os.Stderr
+	// Reopen, if set: each value received reopens the log file (SIGHUP, for logrotate).
+	Reopen <-chan os.Signal
+	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
+	OnRecord func(*output.Record)
+	// Started, if set, is called once the rings are capturing.
+	Started func()
+}
+
+// SetupError is a problem found before capture started: unknown interface,
+// missing privilege, unwritable log file, bad setting. Nothing was logged.
+type SetupError struct{ Err error }
+
+func (e *SetupError) Error() string { return e.Err.Error() }
+func (e *SetupError) Unwrap() error { return e.Err }
+
+func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(format, a...)} }
+
+// Summary is what a run did.
+type Summary struct {
+	Start, End time.Time
+	Counts     output.Counts
+	Capture    capture.Stats
+	Engine     correlate.Stats
+	Writer     output.WriterStats
+	Diag       diag.Stats
+	LogFile    string
+}
+
+// Lines is the number of records written.
+func (s *Summary) Lines() uint64 { return s.Writer.Records }
+
+// Run captures until ctx is done or cfg.Duration has passed, then drains
+// every queued record, writes the disable line and returns what it did.
+// An error before capture started is a *SetupError.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if cfg.Iface == "" {
+		return nil, setupErr("no interface given (--iface)")
+	}
+	if cfg.PPL == 0 {
+		cfg.PPL = 1
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.LogFile == "" {
+		cfg.LogFile = "/var/log/siftr.log"
+	}
+	if cfg.Format == "" {
+		cfg.Format = "siftr"
+	}
+	format, err := output.FormatByName(cfg.Format)
+	if err != nil {
+		return nil, &SetupError{err}
+	}
+
+	var (
+		capt  *capture.Capture
+		diags []*diag.Client
+	)
+	closeAll := func() {
+		for _, d := range diags {
+			d.Close()
+		}
+		if capt != nil {
+			capt.Close()
+		}
+	}
+	err = netns.Do(cfg.NetNS, func() error {
+		var err error
+		capt, err = capture.Open(&capture.Config{
+			Iface:        cfg.Iface,
+			Port:         cfg.Port,
+			Workers:      cfg.Workers,
+			BlockSize:    cfg.BlockSize,
+			RingSize:     cfg.RingSize,
+			BlockTimeout: cfg.BlockTimeout,
+		})
+		if err != nil {
+			return err
+		}
+		for range capt.Workers() {
+			d, err := diag.Open(nil)
+			if err != nil {
+				return fmt.Errorf("open inet_diag socket: %w", err)
+			}
+			diags = append(diags, d)
+		}
+		return nil
+	})
+	if err != nil {
+		closeAll()
+		return nil, explainOpen(cfg, err)
+	}
+
+	w, err := output.OpenWriter(&output.WriterConfig{
+		Path:    cfg.LogFile,
+		Stdout:  cfg.Stdout,
+		Format:  format,
+		Workers:  capt.Workers(),
+		OnRecord: cfg.OnRecord,
+	})
+	if err != nil {
+		closeAll()
+		return nil, setupErr("cannot write log file %s: %w", cfg.LogFile, unwrapPath(err))
+	}
+	lookupers := make([]correlate.Lookuper, len(diags))
+	for i, d := range diags {
+		lookupers[i] = d
+	}
+	eng, err := correlate.New(&correlate.Config{PPL: cfg.PPL}, w, lookupers)
+	if err != nil {
+		closeAll()
+		w.Close(nil)
+		return nil, &SetupError{err}
+	}
+
+	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
+	if err := w.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
+		closeAll()
+		w.Close(nil)
+		return nil, setupErr("cannot write log file %s: %w", cfg.LogFile, err)
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Duration > 0 {
+		var c2 context.CancelFunc
+		runCtx, c2 = context.WithTimeout(runCtx, cfg.Duration)
+		defer c2()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { eng.Run(runCtx) })
+	if cfg.StatusEvery > 0 {
+		st := newStatus(cfg.Stderr, capt, eng, w)
+		wg.Go(func() { st.run(runCtx, cfg.StatusEvery) })
+	}
+	if cfg.Reopen != nil {
+		wg.Go(func() {
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-cfg.Reopen:
+					if err := w.Reopen(); err != nil {
+						fmt.Fprintf(cfg.Stderr, "siftr-probe: reopen %s: %v\n", cfg.LogFile, err)
+					}
+				}
+			}
+		})
+	}
+	if cfg.Started != nil {
+		cfg.Started()
+	}
+	capErr := capt.Run(runCtx, eng)
+	cancel()
+	wg.Wait()
+
+	// Capture has stopped and every block was handled: the counts are final.
+	werr := w.Close(func() *output.Footer {
+		return &output.Footer{Time: time.Now(), Counts: eng.Counts(), Flows: eng.Flows()}
+	})
+	sum.End = time.Now()
+	sum.Counts = eng.Counts()
+	sum.Capture = capt.Stats()
+	sum.Engine = eng.Stats()
+	sum.Writer = w.Stats()
+	for _, d := range diags {
+		sum.Diag = addDiag(sum.Diag, d.Stats())
+	}
+	closeAll()
+	if capErr != nil {
+		return sum, fmt.Errorf("capture: %w", capErr)
+	}
+	if werr != nil {
+		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
+	}
+	return sum, nil
+}
+
+// explainOpen turns a capture/diag open error into a one-line SetupError.
+func explainOpen(cfg Config, err error) error {
+	switch {
+	case errors.Is(err, capture.ErrNoInterface):
+		where := ""
+		if cfg.NetNS != "" {
+			where = " in network namespace " + cfg.NetNS
+		}
+		return setupErr("no such interface %q%s (list them with: ip link)", cfg.Iface, where)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM):
+		if cfg.NetNS != "" {
+			return setupErr("permission denied: capturing in another network namespace needs CAP_NET_RAW and CAP_SYS_ADMIN (run as root): %v", err)
+		}
+		return setupErr("permission denied: capturing on %s needs CAP_NET_RAW (run as root, or: setcap cap_net_raw+ep siftr-probe): %v", cfg.Iface, err)
+	case errors.Is(err, os.ErrNotExist) && cfg.NetNS != "":
+		return setupErr("no such network namespace %s", cfg.NetNS)
+	}
+	return &SetupError{err}
+}
+
+// unwrapPath drops the *os.PathError wrapper's repeated path.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func addDiag(a, b diag.Stats) diag.Stats {
+	a.Lookups += b.Lookups
+	a.Batches += b.Batches
+	a.Found += b.Found
+	a.NotEstablished += b.NotEstablished
+	a.NoSocket += b.NoSocket
+	a.Errors += b.Errors
+	a.V4MappedRetries += b.V4MappedRetries
+	return a
+}
+
+// sysVer is the running kernel's version as SIFTR's sysver.
+func sysVer() uint32 {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return 0
+	}
+	return output.SysVer(unix.ByteSliceToString(u.Release[:]))
+}

@@ -1,0 +1,107 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// status prints a one-line progress report every interval.
+type status struct {
+	w    io.Writer
+	capt *capture.Capture
+	eng  *correlate.Engine
+	out  *output.Writer
+
+	last     time.Time
+	lastPkts [2]uint64
+	lastRecs uint64
+}
+
+func newStatus(w io.Writer, c *capture.Capture, e *correlate.Engine, o *output.Writer) *status {
+	return &status{w: w, capt: c, eng: e, out: o, last: time.Now()}
+}
+
+func (s *status) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fmt.Fprintln(s.w, s.line(now))
+		}
+	}
+}
+
+func (s *status) line(now time.Time) string {
+	dt := now.Sub(s.last).Seconds()
+	c := s.eng.Counts()
+	ws := s.out.Stats()
+	cs := s.capt.Stats()
+	es := s.eng.Stats()
+	rate := func(cur, prev uint64) string { return si(float64(cur-prev) / dt) }
+	skipped := sum2(c.SkipMalloc) + sum2(c.SkipTCPCB) + sum2(c.SkipInPCB)
+	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  ring drops %d  queue %d/%d  flows %d  staleness p50 %s p99 %s",
+		now.Format("15:04:05"),
+		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
+		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
+		si(float64(skipped)), cs.KernelDrops, ws.QueueDepth, ws.QueueCap, es.ActiveFlows,
+		Millis(ws.Staleness.Quantile(0.5)), Millis(ws.Staleness.Quantile(0.99)))
+	if ws.WriteErrors > 0 {
+		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
+	}
+	s.last, s.lastPkts, s.lastRecs = now, c.Packets, ws.Records
+	return line
+}
+
+func sum2(a [2]uint64) uint64 { return a[0] + a[1] }
+
+// si formats a count with a k/M suffix.
+func si(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+// Millis formats nanoseconds as milliseconds.
+func Millis(ns float64) string { return fmt.Sprintf("%.2fms", ns/1e6) }
+
+// Print writes a human summary of a run.
+func (s *Summary) Print(w io.Writer) {
+	c := s.Counts
+	total := sum2(c.Packets)
+	skipped := sum2(c.SkipMalloc) + sum2(c.SkipTCPCB) + sum2(c.SkipInPCB)
+	fmt.Fprintf(w, "siftr-probe: %s: %d packets (in %d, out %d) in %s, %d records written to %s\n",
+		"summary", total, c.Packets[0], c.Packets[1], s.End.Sub(s.Start).Round(time.Millisecond), s.Writer.Records, s.LogFile)
+	fmt.Fprintf(w, "  not logged: sampled out %d; skipped %d (no socket %d, not established %d, queue full %d)\n",
+		sum2(c.SampledOut), skipped, sum2(c.SkipInPCB), sum2(c.SkipTCPCB), sum2(c.SkipMalloc))
+	fmt.Fprintf(w, "  capture: ring drops %d, ring freezes %d, malformed %d, truncated %d, not local %d\n",
+		s.Capture.KernelDrops, s.Capture.KernelFreezes, s.Capture.Malformed, s.Capture.Truncated, s.Capture.NotLocal)
+	mean := 0.0
+	if s.Engine.Batches > 0 {
+		mean = float64(s.Engine.Lookups) / float64(s.Engine.Batches)
+	}
+	fmt.Fprintf(w, "  lookups %d in %d batches (%.1f per batch), errors %d; flows %d\n",
+		s.Engine.Lookups, s.Engine.Batches, mean, s.Engine.LookupErrors, s.Engine.FlowsCreated)
+	st := s.Writer.Staleness
+	fmt.Fprintf(w, "  snapshot staleness: p50 %s  p99 %s  p99.9 %s  max-bucket %s\n",
+		Millis(st.Quantile(0.5)), Millis(st.Quantile(0.99)), Millis(st.Quantile(0.999)), Millis(st.Quantile(1)))
+	if s.Writer.Late > 0 {
+		fmt.Fprintf(w, "  %d records were written out of timestamp order\n", s.Writer.Late)
+	}
+	if s.Writer.WriteErrors > 0 {
+		fmt.Fprintf(w, "  write errors %d: %d records lost\n", s.Writer.WriteErrors, s.Writer.LostToWriteError)
+	}
+}
