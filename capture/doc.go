@@ -26,6 +26,29 @@
 // Capture.Stats, Capture.Workers and Capture.Close are safe for concurrent
 // use, also while Run is running.
 //
+// # Timestamps and ordering
+//
+// Packet.Time is the kernel's software timestamp (CLOCK_REALTIME) of the
+// frame. The kernel hands a block to user space when it is full or when
+// Config.BlockTimeout has passed since it was opened, so a packet reaches
+// the Handler up to about two block timeouts after its timestamp (plus any
+// time the worker spends in the Handler); Handler.Idle gives each worker's
+// lower bound for later packets so that callers can merge workers in time
+// order. Within one ring, timestamps have been observed never to go
+// backwards; across rings they interleave.
+//
+// On a loopback device every packet is seen twice: once as DirOut (the
+// sending socket's) and once as DirIn (the receiving socket's).
+//
+// # VLANs
+//
+// Frames are decoded from their Ethernet header on Ethernet and loopback
+// devices, and from the network header on other link types. A VLAN tag the
+// driver moved out of the frame (VLAN offload, the usual case on receive)
+// is not seen at all; a tag still in the frame (transmit without offload)
+// is skipped, up to two 802.1Q/802.1ad tags. The VLAN id is not reported:
+// capture on the VLAN device to separate VLANs.
+//
 // # Privileges
 //
 // Open needs CAP_NET_RAW in the user namespace that owns the network

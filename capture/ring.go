@@ -94,13 +94,16 @@ func (cfg *Config) withDefaults() (Config, error) {
 type Handler interface {
 	// Block is called once per retired ring block that held at least one
 	// frame, with its decoded TCP packets (possibly empty if every frame was
-	// skipped), in ring order. pkts is valid only during the call: the ring
-	// reuses it.
+	// skipped), in ring order. pkts is valid only during the call: the
+	// worker reuses it. The packets are copies: the ring block has already
+	// been handed back to the kernel, which may refill it while Block runs.
 	Block(worker int, pkts []Packet)
-	// Idle is called when a poll of the worker's ring found nothing ready.
-	// safe is a time (ns since the Unix epoch) such that every packet this
-	// worker delivers later has Time >= safe: the time the empty poll
-	// returned, less two block timeouts and 1 ms.
+	// Idle is called when a poll of the worker's ring found nothing ready,
+	// at least every 10 ms (or every BlockTimeout, if longer) while the
+	// ring is idle. safe is a time (ns since the Unix epoch) such that every
+	// packet this worker delivers later has Time >= safe: the time the empty
+	// poll returned, less two block timeouts and 1 ms (a packet's block is
+	// retired at most two block timeouts after the packet was captured).
 	Idle(worker int, safe int64)
 }
 

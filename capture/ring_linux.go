@@ -329,8 +329,12 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 			w.deliver(h)
 			continue
 		}
+		fds[0].Revents, fds[1].Revents = 0, 0
 		_, err := unix.Poll(fds, pollMs)
-		if err != nil && err != unix.EINTR {
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("poll", err))
 		}
 		if fds[0].Revents&unix.POLLERR != 0 {
