@@ -734,3 +734,19 @@ func BenchmarkWriterThroughput(b *testing.B) {
 		})
 	}
 }
+
+func TestWriterOnRecord(t *testing.T) {
+	var got []int64
+	w := openTest(t, &WriterConfig{Path: "-", Stdout: io.Discard, Workers: 1,
+		OnRecord: func(r *Record) { got = append(got, r.Pkt.Time) }})
+	if err := w.Start(nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Submit(0, []Record{trec(3, 0, 0), trec(1, 0, 1), trec(2, 0, 2)}, 0)
+	if err := w.Close(nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{1, 2, 3}; !slices.Equal(got, want) {
+		t.Errorf("OnRecord saw %v, want %v", got, want)
+	}
+}
