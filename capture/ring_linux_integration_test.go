@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -327,6 +329,9 @@ func TestIntegrationLoopback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := startCapture(t, lab.A.NetNS, Config{Iface: "lo", Port: tc.port})
+			if r.c.Workers() != onlineCPUs() {
+				t.Errorf("Workers() = %d with Workers 0, want the %d online CPUs", r.c.Workers(), onlineCPUs())
+			}
 			transfer(t, lab.A.NetNS, lab.A.NetNS, tc.addr, tc.port, 1<<20, 1<<20)
 			r.stop(t)
 			r.checkContract(t)
@@ -447,5 +452,41 @@ func TestIntegrationNoInterface(t *testing.T) {
 	})
 	if !errors.Is(err, ErrNoInterface) || !strings.Contains(err.Error(), "nosuch0") {
 		t.Fatalf("open unknown interface: %v, want ErrNoInterface naming it", err)
+	}
+}
+
+// TestIntegrationPermission drops CAP_NET_RAW from one locked thread (Linux
+// capabilities are per thread) and opens a capture there.
+func TestIntegrationPermission(t *testing.T) {
+	netlab.RequireRoot(t)
+	errc := make(chan error, 1)
+	go func() {
+		// The thread keeps its reduced capabilities: never unlock it, so it
+		// exits with this goroutine.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		data[unix.CAP_NET_RAW/32].Effective &^= 1 << (unix.CAP_NET_RAW % 32)
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		c, err := Open(&Config{Iface: "lo", Workers: 1})
+		if err == nil {
+			c.Close()
+			err = errors.New("open succeeded without CAP_NET_RAW")
+		}
+		errc <- err
+	}()
+	err := <-errc
+	if !errors.Is(err, os.ErrPermission) {
+		t.Fatalf("open without CAP_NET_RAW: %v, want an os.ErrPermission error", err)
+	}
+	if !strings.HasPrefix(err.Error(), "capture: open ring on lo: socket: ") {
+		t.Errorf("error message %q lacks context", err)
 	}
 }
