@@ -153,7 +153,9 @@ func send(t *testing.T, h *netlab.Host, addr string, n int64) netip.AddrPort {
 }
 
 func TestIntegrationTransferV4V6(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	// The rate limit keeps each connection established for a few hundred
+	// milliseconds, so that most snapshots are of an established socket.
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	listen(t, &lab.B, "[::]:5202")
 	var c4, c6 netip.AddrPort
@@ -176,10 +178,13 @@ func TestIntegrationTransferV4V6(t *testing.T) {
 			t.Fatalf("line %d: %s -> %s is not a logged flow's local view", i, ln.Local, ln.Remote)
 		}
 		count[ln.Local][ln.Dir]++
-		if ln.Num[siftrlog.FState] != 4 {
-			continue
+		// ESTABLISHED (4) or later: CLOSE_WAIT 5, FIN_WAIT_1 6, CLOSING 7, LAST_ACK 8, FIN_WAIT_2 9.
+		if st := ln.Num[siftrlog.FState]; st < 4 || st > 9 {
+			t.Fatalf("line %d: conn_state %d: SIFTR logs only established or later sockets", i, st)
 		}
-		established++
+		if ln.Num[siftrlog.FState] == 4 {
+			established++
+		}
 		for _, f := range []int{siftrlog.FCwnd, siftrlog.FSRTT, siftrlog.FRTO, siftrlog.FMSS, siftrlog.FFlowID, siftrlog.FSndBufHi, siftrlog.FRcvBufHi} {
 			if ln.Num[f] == 0 {
 				t.Fatalf("line %d: field %d is 0 in an established connection: %+v", i, f+1, ln)
@@ -192,7 +197,9 @@ func TestIntegrationTransferV4V6(t *testing.T) {
 			t.Fatalf("line %d: mss %d", i, mss)
 		}
 	}
-	if established < len(l.Lines)*9/10 {
+	// After the client's FIN the rest of its send buffer drains in
+	// FIN_WAIT_1, so not every line is in state 4.
+	if established < len(l.Lines)/2 {
 		t.Errorf("only %d of %d lines in state 4 (ESTABLISHED)", established, len(l.Lines))
 	}
 	for c, n := range count {
@@ -220,7 +227,7 @@ func TestIntegrationTransferV4V6(t *testing.T) {
 // TestIntegrationDualStackServer probes the server side, where an IPv4
 // connection belongs to an AF_INET6 socket listening on [::].
 func TestIntegrationDualStackServer(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--iface", lab.B.Iface, "--port", "5201", "--netns", lab.B.NetNS}, func() {
@@ -240,8 +247,11 @@ func TestIntegrationDualStackServer(t *testing.T) {
 	if n < 50 {
 		t.Errorf("%d established lines for the dual-stack server socket, want many", n)
 	}
-	if in := r.log.Uint("num_inbound_skipped_pkts_inpcb"); in > 1 {
-		t.Errorf("%d inbound packets found no socket: the v4-mapped socket was not found", in)
+	// Packets that reach the probe after the connection closed find no
+	// socket; they must be few. Many would mean the v4-mapped socket was
+	// not found.
+	if in, total := r.log.Uint("num_inbound_skipped_pkts_inpcb"), r.log.Uint("num_inbound_tcp_pkts"); in*20 > total {
+		t.Errorf("%d of %d inbound packets found no socket: the v4-mapped socket was not found", in, total)
 	}
 }
 
@@ -274,7 +284,20 @@ func TestIntegrationLoopback(t *testing.T) {
 	listen(t, &lab.A, "127.0.0.1:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--iface", "lo", "--port", "5201", "--netns", lab.A.NetNS}, func() {
-		client = send(t, &lab.A, "127.0.0.1:5201", 1<<20)
+		// Paced, so that the sockets live long enough to be looked up:
+		// on lo a whole bulk transfer takes under a millisecond.
+		var c net.Conn
+		if err := lab.A.Do(func() (err error) { c, err = net.Dial("tcp", "127.0.0.1:5201"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		client = c.LocalAddr().(*net.TCPAddr).AddrPort()
+		for range 60 {
+			if _, err := c.Write(make([]byte, 16<<10)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		traffic.Send(context.Background(), c, 1)
 	})
 	l := r.log
 	checkIdentity(t, l)
@@ -295,6 +318,7 @@ func TestIntegrationLoopback(t *testing.T) {
 			t.Errorf("no %s lines: %v", v, views)
 		}
 	}
+	t.Logf("disable line: %v", l.Disable)
 	if in, out := l.Uint("num_inbound_tcp_pkts"), l.Uint("num_outbound_tcp_pkts"); in != out {
 		t.Errorf("on lo every packet is seen once out and once in: in %d, out %d", in, out)
 	}
