@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,7 @@ type Stats struct {
 	LookupErrors     uint64 // Lookup calls that failed; their packets count as malloc skips
 	SinkRejected     uint64 // records the sink refused (queue full); counted as malloc skips
 	CookieReuses     uint64 // a 4-tuple seen with a new socket cookie
+	HandoffFull      uint64 // sampled packets skipped (malloc) because too many waited for lookups
 	LastLookupErrMsg string // the most recent lookup error, if any
 }
 
@@ -63,34 +65,63 @@ type Engine struct {
 	sink    Sink
 	flows   *flowTable
 	workers []worker
+	wg      sync.WaitGroup // lookup goroutines
+	closed  atomic.Bool
 
-	lookups, batches, lookupErrs, rejected, reuses atomic.Uint64
-	lastErr                                        atomic.Pointer[string]
+	lookups, batches, lookupErrs, rejected, reuses, handoffFull atomic.Uint64
+	lastErr                                                     atomic.Pointer[string]
 }
 
-// worker is one capture worker's private state and counters.
+// A worker is split in two. Its capture side (Block, Idle) runs on the
+// capture worker's goroutine: it counts, samples and hands the sampled
+// packets over. Its lookup side runs on a goroutine of its own: reading a
+// socket's tcp_info takes the socket's lock, which the application holds
+// while it sends, so a lookup can sleep for milliseconds; the ring must be
+// drained meanwhile. Sampled packets that arrive while a lookup sleeps are
+// grouped by socket with the next ones: one lookup serves all of them.
 type worker struct {
+	id   int
 	diag Lookuper
-	// counts is published with atomic adds once per block.
+	// counts is published with atomic adds by both sides.
 	counts [5][2]atomic.Uint64
-	// scratch, reused for every block
+
+	// capture side
 	local   [5][2]uint64
+	sampled []sampledPkt
+	last    *flow // the previous packet's flow: consecutive packets skip the table's locks
+
+	// handoff between the two sides
+	mu      sync.Mutex
+	cond    sync.Cond    // signalled when the lookup side finished a batch
+	pending []sampledPkt // guarded by mu
+	mark    int64        // guarded by mu: watermark after pending
+	handed  uint64       // guarded by mu: Block and Idle calls so far
+	done    uint64       // guarded by mu: calls whose packets and mark the lookup side finished
+	closing bool         // guarded by mu
+	wake    chan struct{} // a token: there is something to look at
+	stop    chan struct{} // closed by Close
+
+	// lookup side
+	batch   []sampledPkt
 	slot    map[*flow]int32
 	qflows  []*flow
 	queries []diag.Query
 	snaps   []diag.Snapshot
-	pending []pending
+	qidx    []int32
 	recs    []output.Record
-	// last is the flow of the previous packet: consecutive packets of one
-	// flow skip the table's locks.
-	last *flow
-	_    [64]byte
+	lcount  [5][2]uint64
+	_       [64]byte
 }
 
-type pending struct {
-	pkt   int32 // index into the block's packets
-	query int32 // index into queries
+// sampledPkt is a sampled packet and its flow, waiting for its lookup.
+type sampledPkt struct {
+	pkt  capture.Packet
+	flow *flow
 }
+
+// maxPending bounds the sampled packets waiting for lookups, per worker.
+// Beyond it sampled packets are skipped as malloc.
+const maxPending = 1 << 16
 
 // counter indices
 const (
@@ -101,7 +132,8 @@ const (
 	cInPCB
 )
 
-// New returns an Engine with one worker per Lookuper.
+// New returns an Engine with one worker per Lookuper and starts the
+// workers' lookup goroutines; Close stops them.
 func New(cfg *Config, sink Sink, lookupers []Lookuper) (*Engine, error) {
 	if sink == nil {
 		return nil, errors.New("correlate: nil sink")
@@ -139,21 +171,26 @@ func New(cfg *Config, sink Sink, lookupers []Lookuper) (*Engine, error) {
 		if l == nil {
 			return nil, fmt.Errorf("correlate: nil lookuper for worker %d", i)
 		}
-		e.workers[i].diag = l
-		e.workers[i].slot = make(map[*flow]int32)
+	}
+	for i, l := range lookupers {
+		w := &e.workers[i]
+		w.id, w.diag = i, l
+		w.cond.L = &w.mu
+		w.wake = make(chan struct{}, 1)
+		w.stop = make(chan struct{})
+		w.slot = make(map[*flow]int32)
+		e.wg.Go(func() { e.lookupLoop(w) })
 	}
 	return e, nil
 }
 
-// Block implements capture.Handler: it correlates one ring block.
+// Block implements capture.Handler: it counts and samples one ring block
+// and hands the sampled packets to the worker's lookup side. It never waits
+// for a lookup.
 func (e *Engine) Block(wi int, pkts []capture.Packet) {
 	w := &e.workers[wi]
 	w.local = [5][2]uint64{}
-	w.pending = w.pending[:0]
-	w.queries = w.queries[:0]
-	w.qflows = w.qflows[:0]
-	clear(w.slot)
-
+	w.sampled = w.sampled[:0]
 	var maxTime int64
 	for i := range pkts {
 		p := &pkts[i]
@@ -177,6 +214,97 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 			w.local[cSampledOut][d]++
 			continue
 		}
+		w.sampled = append(w.sampled, sampledPkt{*p, f})
+	}
+
+	w.mu.Lock()
+	room := maxPending - len(w.pending)
+	take := min(room, len(w.sampled))
+	w.pending = append(w.pending, w.sampled[:take]...)
+	w.mark = max(w.mark, maxTime)
+	w.handed++
+	w.mu.Unlock()
+	for _, sp := range w.sampled[take:] {
+		w.local[cMalloc][sp.pkt.Dir&1]++
+	}
+	if n := len(w.sampled) - take; n > 0 {
+		e.handoffFull.Add(uint64(n))
+	}
+	clear(w.sampled) // drop flow pointers
+	w.publish(&w.local)
+	w.poke()
+}
+
+// Idle implements capture.Handler: an idle worker lets the sink's ordering
+// move on, after the packets already handed over.
+func (e *Engine) Idle(wi int, safe int64) {
+	w := &e.workers[wi]
+	w.mu.Lock()
+	w.mark = max(w.mark, safe)
+	w.handed++
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) publish(c *[5][2]uint64) {
+	for i := range c {
+		for d := range c[i] {
+			if v := c[i][d]; v != 0 {
+				w.counts[i][d].Add(v)
+			}
+		}
+	}
+}
+
+// lookupLoop is a worker's lookup side: it takes what the capture side
+// handed over, looks the sockets up and submits the records.
+func (e *Engine) lookupLoop(w *worker) {
+	for {
+		select {
+		case <-w.wake:
+		case <-w.stop:
+		}
+		for {
+			w.mu.Lock()
+			w.batch, w.pending = w.pending, w.batch[:0]
+			mark, closing, handed := w.mark, w.closing, w.handed
+			w.mu.Unlock()
+			if len(w.batch) > 0 {
+				e.process(w, mark)
+				clear(w.batch)
+			} else {
+				e.sink.Advance(w.id, mark)
+			}
+			w.mu.Lock()
+			w.done = handed
+			more := len(w.pending) > 0
+			w.mu.Unlock()
+			w.cond.Broadcast()
+			if !more {
+				if closing {
+					return
+				}
+				break
+			}
+		}
+	}
+}
+
+// process looks up the sockets of w.batch, one lookup per socket, and
+// turns each packet into a record or a counted skip.
+func (e *Engine) process(w *worker, mark int64) {
+	w.lcount = [5][2]uint64{}
+	w.queries, w.qflows, w.qidx, w.recs = w.queries[:0], w.qflows[:0], w.qidx[:0], w.recs[:0]
+	clear(w.slot)
+	for i := range w.batch {
+		f := w.batch[i].flow
 		q, ok := w.slot[f]
 		if !ok {
 			q = int32(len(w.queries))
@@ -184,35 +312,26 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 			w.queries = append(w.queries, diag.Query{Local: f.key.local, Remote: f.key.remote})
 			w.qflows = append(w.qflows, f)
 		}
-		w.pending = append(w.pending, pending{pkt: int32(i), query: q})
+		w.qidx = append(w.qidx, q)
 	}
-
-	w.recs = w.recs[:0]
-	if len(w.queries) > 0 {
-		e.lookup(w, pkts)
-	}
+	e.lookup(w)
 	if len(w.recs) > 0 {
-		if !e.sink.Submit(wi, w.recs, maxTime) {
+		if !e.sink.Submit(w.id, w.recs, mark) {
 			e.rejected.Add(uint64(len(w.recs)))
 			for i := range w.recs {
-				w.local[cMalloc][w.recs[i].Pkt.Dir&1]++
+				w.lcount[cMalloc][w.recs[i].Pkt.Dir&1]++
 			}
+			e.sink.Advance(w.id, mark)
 		}
-	} else if len(pkts) > 0 {
-		e.sink.Advance(wi, maxTime)
+	} else {
+		e.sink.Advance(w.id, mark)
 	}
-	for c := range w.local {
-		for d := range w.local[c] {
-			if v := w.local[c][d]; v != 0 {
-				w.counts[c][d].Add(v)
-			}
-		}
-	}
+	w.publish(&w.lcount)
 }
 
-// lookup queries the sockets of w.queries and turns w.pending into records
+// lookup queries the sockets of w.queries and turns w.batch into records
 // or skips.
-func (e *Engine) lookup(w *worker, pkts []capture.Packet) {
+func (e *Engine) lookup(w *worker) {
 	if cap(w.snaps) < len(w.queries) {
 		w.snaps = make([]diag.Snapshot, len(w.queries), 2*len(w.queries))
 	}
@@ -223,23 +342,23 @@ func (e *Engine) lookup(w *worker, pkts []capture.Packet) {
 		e.lookupErrs.Add(1)
 		msg := err.Error()
 		e.lastErr.Store(&msg)
-		for _, pd := range w.pending {
-			w.local[cMalloc][pkts[pd.pkt].Dir&1]++
+		for i := range w.batch {
+			w.lcount[cMalloc][w.batch[i].pkt.Dir&1]++
 		}
 		return
 	}
 	for qi := range snaps {
 		e.observe(w, qi, &snaps[qi])
 	}
-	for _, pd := range w.pending {
-		p := &pkts[pd.pkt]
-		s := &snaps[pd.query]
+	for i := range w.batch {
+		p := &w.batch[i].pkt
+		s := &snaps[w.qidx[i]]
 		d := p.Dir & 1
 		switch {
 		case s.Status == diag.NoSocket:
-			w.local[cInPCB][d]++
+			w.lcount[cInPCB][d]++
 		case s.Status != diag.Found || !loggable(s.State):
-			w.local[cTCPCB][d]++
+			w.lcount[cTCPCB][d]++
 		default:
 			w.recs = append(w.recs, output.Record{Pkt: *p, Snap: *s})
 		}
@@ -262,7 +381,6 @@ func (e *Engine) observe(w *worker, qi int, s *diag.Snapshot) {
 		e.reuses.Add(1)
 		f = e.flows.replace(f, s.Cookie)
 		w.qflows[qi] = f
-		w.last = nil
 	}
 	if s.Status == diag.Found && loggable(s.State) {
 		f.established.Store(true)
@@ -270,6 +388,40 @@ func (e *Engine) observe(w *worker, qi int, s *diag.Snapshot) {
 		// e.g. TIME_WAIT: the established socket is gone.
 		f.gone.Store(true)
 	}
+}
+
+// Flush waits until every packet handed to Block so far has been looked up
+// and its record submitted.
+func (e *Engine) Flush() {
+	for i := range e.workers {
+		w := &e.workers[i]
+		w.mu.Lock()
+		target := w.handed
+		w.poke()
+		for w.done < target {
+			w.cond.Wait()
+		}
+		w.mu.Unlock()
+	}
+}
+
+// Close finishes the lookups of every packet handed to Block, submits
+// their records and stops the lookup goroutines. Call it after the capture
+// has stopped calling Block and Idle; Counts are final afterwards. It is
+// idempotent.
+func (e *Engine) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	for i := range e.workers {
+		w := &e.workers[i]
+		w.mu.Lock()
+		w.closing = true
+		w.mu.Unlock()
+		close(w.stop)
+	}
+	e.wg.Wait()
+	return nil
 }
 
 // loggable reports whether a socket in Linux state st is ESTABLISHED or
@@ -282,9 +434,6 @@ func loggable(st uint8) bool {
 	}
 	return false
 }
-
-// Idle implements capture.Handler: an idle worker lets the sink's ordering move on.
-func (e *Engine) Idle(wi int, safe int64) { e.sink.Advance(wi, safe) }
 
 // Run prunes the flow table until ctx is done. It returns nil.
 func (e *Engine) Run(ctx context.Context) error {
@@ -339,6 +488,7 @@ func (e *Engine) Stats() Stats {
 		LookupErrors:    e.lookupErrs.Load(),
 		SinkRejected:    e.rejected.Load(),
 		CookieReuses:    e.reuses.Load(),
+		HandoffFull:     e.handoffFull.Load(),
 	}
 	if p := e.lastErr.Load(); p != nil {
 		s.LastLookupErrMsg = *p

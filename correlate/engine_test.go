@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"errors"
+	"sync"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -41,25 +42,52 @@ func (f *fakeDiag) Lookup(qs []diag.Query, out []diag.Snapshot) error {
 
 // fakeSink keeps what it is given.
 type fakeSink struct {
+	mu         sync.Mutex
 	recs       []output.Record
 	watermarks map[int]int64
 	reject     bool
 }
 
 func (s *fakeSink) Submit(w int, recs []output.Record, wm int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.reject {
 		return false
 	}
 	s.recs = append(s.recs, recs...)
-	s.Advance(w, wm)
+	s.advance(w, wm)
 	return true
 }
 
 func (s *fakeSink) Advance(w int, wm int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(w, wm)
+}
+
+func (s *fakeSink) advance(w int, wm int64) {
 	if s.watermarks == nil {
 		s.watermarks = map[int]int64{}
 	}
-	s.watermarks[w] = wm
+	s.watermarks[w] = max(s.watermarks[w], wm)
+}
+
+func (s *fakeSink) records() []output.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]output.Record(nil), s.recs...)
+}
+
+func (s *fakeSink) mark(w int) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watermarks[w]
+}
+
+func (s *fakeSink) setReject(r bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reject = r
 }
 
 var (
@@ -88,6 +116,7 @@ func newEngine(t testing.TB, cfg *Config, sink Sink, ls ...Lookuper) *Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e
 }
 
@@ -128,8 +157,9 @@ func TestPPLPhase(t *testing.T) {
 			}
 		}
 		e.Block(0, block)
+		e.Flush()
 		var got []uint32
-		for _, r := range sink.recs {
+		for _, r := range sink.records() {
 			got = append(got, r.Pkt.Seq)
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
@@ -139,7 +169,7 @@ func TestPPLPhase(t *testing.T) {
 		if c.Packets[0]+c.Packets[1] != 20 {
 			t.Errorf("ppl=%d: counted %v packets, want 20", ppl, c.Packets)
 		}
-		checkConservation(t, c, sink.recs)
+		checkConservation(t, c, sink.records())
 	}
 }
 
@@ -158,6 +188,7 @@ func TestOneLookupPerSocketPerBlock(t *testing.T) {
 		pkt(4, capture.DirOut, local, remote),
 		pkt(5, capture.DirIn, local, other),
 	})
+	e.Flush()
 	if len(d.calls) != 1 {
 		t.Fatalf("%d Lookup calls, want 1", len(d.calls))
 	}
@@ -165,10 +196,10 @@ func TestOneLookupPerSocketPerBlock(t *testing.T) {
 	if diff := cmp.Diff(want, d.calls[0], cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("queries (-want +got):\n%s", diff)
 	}
-	if len(sink.recs) != 5 {
-		t.Fatalf("%d records, want 5", len(sink.recs))
+	if len(sink.records()) != 5 {
+		t.Fatalf("%d records, want 5", len(sink.records()))
 	}
-	for _, r := range sink.recs {
+	for _, r := range sink.records() {
 		wantCookie := uint64(1)
 		if r.Pkt.Remote() == other {
 			wantCookie = 2
@@ -180,8 +211,8 @@ func TestOneLookupPerSocketPerBlock(t *testing.T) {
 	if s := e.Stats(); s.Lookups != 2 || s.Batches != 1 {
 		t.Errorf("stats: %d lookups in %d batches, want 2 in 1", s.Lookups, s.Batches)
 	}
-	if sink.watermarks[0] != 5000 {
-		t.Errorf("watermark %d, want the block's newest packet time 5000", sink.watermarks[0])
+	if sink.mark(0) != 5000 {
+		t.Errorf("watermark %d, want the block's newest packet time 5000", sink.mark(0))
 	}
 }
 
@@ -201,6 +232,7 @@ func TestSkipReasons(t *testing.T) {
 		pkt(4, capture.DirOut, local, synSent), // tcpcb
 		pkt(5, capture.DirIn, local, closed),   // tcpcb: CLOSE is before ESTABLISHED in FreeBSD's order
 	})
+	e.Flush()
 	c := e.Counts()
 	want := output.Counts{
 		Packets:   [2]uint64{3, 2},
@@ -210,8 +242,8 @@ func TestSkipReasons(t *testing.T) {
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
 	}
-	if len(sink.recs) != 0 {
-		t.Errorf("%d records, want 0", len(sink.recs))
+	if len(sink.records()) != 0 {
+		t.Errorf("%d records, want 0", len(sink.records()))
 	}
 	if len(e.Flows()) != 0 {
 		t.Errorf("flow list %v, want empty: no flow was established", e.Flows())
@@ -223,8 +255,10 @@ func TestLookupErrorAndFullSinkAreMalloc(t *testing.T) {
 	sink := &fakeSink{reject: true}
 	e := newEngine(t, nil, sink, d)
 	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirIn, local, remote)})
+	e.Flush()
 	d.err = errors.New("netlink: boom")
 	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote)})
+	e.Flush()
 	c := e.Counts()
 	if c.SkipMalloc != [2]uint64{1, 2} {
 		t.Errorf("malloc skips %v, want [1 2]", c.SkipMalloc)
@@ -247,14 +281,15 @@ func TestFlowTableBound(t *testing.T) {
 		block = append(block, pkt(uint32(i+1), capture.DirOut, local, r))
 	}
 	e.Block(0, block)
+	e.Flush()
 	c := e.Counts()
-	if c.SkipMalloc[1] != 1 || len(sink.recs) != 2 {
-		t.Errorf("malloc %v, %d records; want the third flow's packet skipped as malloc", c.SkipMalloc, len(sink.recs))
+	if c.SkipMalloc[1] != 1 || len(sink.records()) != 2 {
+		t.Errorf("malloc %v, %d records; want the third flow's packet skipped as malloc", c.SkipMalloc, len(sink.records()))
 	}
 	if s := e.Stats(); s.ActiveFlows != 2 || s.FlowTableFull != 1 {
 		t.Errorf("stats %+v", s)
 	}
-	checkConservation(t, c, sink.recs)
+	checkConservation(t, c, sink.records())
 }
 
 func TestPruneAndFlowList(t *testing.T) {
@@ -269,6 +304,7 @@ func TestPruneAndFlowList(t *testing.T) {
 	pi := pkt(2, capture.DirOut, local, idle)
 	pi.Time = now.Add(-2 * time.Minute).UnixNano()
 	e.Block(0, []capture.Packet{pi, p})
+	e.Flush()
 	if s := e.Stats(); s.ActiveFlows != 2 {
 		t.Fatalf("%d active flows, want 2", s.ActiveFlows)
 	}
@@ -276,6 +312,7 @@ func TestPruneAndFlowList(t *testing.T) {
 	delete(d.socks, q)
 	p.Time++
 	e.Block(0, []capture.Packet{p})
+	e.Flush()
 	e.Prune(now)
 	if s := e.Stats(); s.ActiveFlows != 0 || s.FlowsPruned != 2 {
 		t.Errorf("after prune: %+v, want 0 active, 2 pruned", s)
@@ -292,13 +329,16 @@ func TestReusedFourTupleIsNewFlow(t *testing.T) {
 	sink := &fakeSink{}
 	e := newEngine(t, &Config{PPL: 2}, sink, d)
 	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirOut, local, remote)})
+	e.Flush()
 	d.socks[q] = established(200)
 	// packet 3 and 4 belong to the old flow's counter; 4 is sampled and reveals the new cookie.
 	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote), pkt(4, capture.DirOut, local, remote)})
+	e.Flush()
 	// The new flow counts from zero: 6 is its 2nd packet.
 	e.Block(0, []capture.Packet{pkt(5, capture.DirOut, local, remote), pkt(6, capture.DirOut, local, remote)})
+	e.Flush()
 	var got []uint64
-	for _, r := range sink.recs {
+	for _, r := range sink.records() {
 		got = append(got, r.Snap.Cookie)
 	}
 	if diff := cmp.Diff([]uint64{100, 200, 200}, got); diff != "" {
@@ -316,8 +356,9 @@ func TestIdleAdvancesWatermark(t *testing.T) {
 	sink := &fakeSink{}
 	e := newEngine(t, nil, sink, &fakeDiag{}, &fakeDiag{})
 	e.Idle(1, 12345)
-	if sink.watermarks[1] != 12345 {
-		t.Errorf("watermark %d, want 12345", sink.watermarks[1])
+	e.Flush()
+	if sink.mark(1) != 12345 {
+		t.Errorf("watermark %d, want 12345", sink.mark(1))
 	}
 }
 
@@ -340,7 +381,8 @@ func TestConservationRandom(t *testing.T) {
 	sink := &fakeSink{}
 	e := newEngine(t, &Config{PPL: 3, MaxFlows: 40}, sink, d, d)
 	for b := range 200 {
-		sink.reject = b%17 == 0
+		e.Flush()
+		sink.setReject(b%17 == 0)
 		n := rng.IntN(300)
 		block := make([]capture.Packet, n)
 		for i := range block {
@@ -348,7 +390,8 @@ func TestConservationRandom(t *testing.T) {
 		}
 		e.Block(b%2, block)
 	}
-	checkConservation(t, e.Counts(), sink.recs)
+	e.Close()
+	checkConservation(t, e.Counts(), sink.records())
 }
 
 // BenchmarkBlock measures the per-packet cost of flow lookup and sampling
@@ -364,10 +407,12 @@ func BenchmarkBlock(b *testing.B) {
 	sink := discardSink{}
 	e := newEngine(b, &Config{PPL: 100}, sink, d)
 	e.Block(0, block)
+	e.Flush()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		e.Block(0, block)
+		e.Flush()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(block)), "ns/packet")
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,6 +69,8 @@ type options struct {
 	quiet   bool
 	version bool
 	status  time.Duration
+	stats   string
+	cpuprof string
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -86,6 +89,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.Duration, "duration", 0, "stop after this `long`; 0 = until Ctrl-C or SIGTERM")
 	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in this network namespace (`path` such as /var/run/netns/NAME or /proc/PID/ns/net)")
 	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr this `often`")
+	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to this `file` (counts, drops, staleness, CPU, peak RSS)")
+	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to this `file` (for go tool pprof)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
@@ -193,6 +198,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	o.cfg.Reopen = hup
 
+	if o.cpuprof != "" {
+		f, err := os.Create(o.cpuprof)
+		if err != nil {
+			fmt.Fprintf(stderr, "siftr-probe: --cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "siftr-probe: --cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sum, err := probe.Run(ctx, o.cfg)
 	var se *probe.SetupError
 	if errors.As(err, &se) {
@@ -201,6 +219,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if sum != nil && !o.quiet {
 		sum.Print(stderr)
+	}
+	if sum != nil && o.stats != "" {
+		if werr := sum.WriteReport(o.stats); werr != nil {
+			fmt.Fprintf(stderr, "siftr-probe: write --stats-file: %v\n", werr)
+			if err == nil {
+				return exitError
+			}
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "siftr-probe: %v\n", err)

@@ -156,6 +156,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		w.Close(nil)
 		return nil, &SetupError{err}
 	}
+	defer eng.Close()
 
 	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
 	if err := w.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
@@ -197,6 +198,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	capErr := capt.Run(runCtx, eng)
 	cancel()
 	wg.Wait()
+	// Capture has stopped; finish the lookups of what it handed over.
+	eng.Close()
 
 	// Capture has stopped and every block was handled: the counts are final.
 	werr := w.Close(func() *output.Footer {

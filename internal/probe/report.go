@@ -1,0 +1,70 @@
+package probe
+
+import (
+	"encoding/json"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// Report is the machine-readable form of a Summary (--stats-file).
+type Report struct {
+	Start           time.Time         `json:"start"`
+	End             time.Time         `json:"end"`
+	Seconds         float64           `json:"seconds"`
+	LogFile         string            `json:"logfile"`
+	Lines           uint64            `json:"lines"`
+	Counts          output.Counts     `json:"counts"`
+	Capture         capture.Stats     `json:"capture"`
+	Engine          correlate.Stats   `json:"engine"`
+	Diag            diag.Stats        `json:"diag"`
+	Writer          writerReport      `json:"writer"`
+	StalenessNS     map[string]int64  `json:"staleness_ns"`
+	LookupsPerBatch float64           `json:"lookups_per_batch"`
+	Process         map[string]uint64 `json:"process"`
+}
+
+type writerReport struct {
+	Records, Bytes, Rejected, Forced, Late, WriteErrors, LostToWriteError uint64
+}
+
+// Report builds the machine-readable summary, with this process's CPU time
+// and peak RSS so far.
+func (s *Summary) Report() *Report {
+	r := &Report{
+		Start: s.Start, End: s.End, Seconds: s.End.Sub(s.Start).Seconds(), LogFile: s.LogFile,
+		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Diag: s.Diag,
+		Writer: writerReport{s.Writer.Records, s.Writer.Bytes, s.Writer.Rejected, s.Writer.Forced,
+			s.Writer.Late, s.Writer.WriteErrors, s.Writer.LostToWriteError},
+		StalenessNS: map[string]int64{},
+		Process:     map[string]uint64{},
+	}
+	st := s.Writer.Staleness
+	for name, q := range map[string]float64{"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1} {
+		r.StalenessNS[name] = int64(st.Quantile(q))
+	}
+	if s.Engine.Batches > 0 {
+		r.LookupsPerBatch = float64(s.Engine.Lookups) / float64(s.Engine.Batches)
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		r.Process["user_us"] = uint64(ru.Utime.Sec)*1e6 + uint64(ru.Utime.Usec)
+		r.Process["system_us"] = uint64(ru.Stime.Sec)*1e6 + uint64(ru.Stime.Usec)
+		r.Process["max_rss_bytes"] = uint64(ru.Maxrss) * 1024
+	}
+	return r
+}
+
+// WriteReport writes the summary as JSON to path.
+func (s *Summary) WriteReport(path string) error {
+	b, err := json.MarshalIndent(s.Report(), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
