@@ -92,12 +92,12 @@ type worker struct {
 
 	// handoff between the two sides
 	mu      sync.Mutex
-	cond    sync.Cond    // signalled when the lookup side finished a batch
-	pending []sampledPkt // guarded by mu
-	mark    int64        // guarded by mu: watermark after pending
-	handed  uint64       // guarded by mu: Block and Idle calls so far
-	done    uint64       // guarded by mu: calls whose packets and mark the lookup side finished
-	closing bool         // guarded by mu
+	cond    sync.Cond     // signalled when the lookup side finished a batch
+	pending []sampledPkt  // guarded by mu
+	mark    int64         // guarded by mu: watermark after pending
+	handed  uint64        // guarded by mu: Block and Idle calls so far
+	done    uint64        // guarded by mu: calls whose packets and mark the lookup side finished
+	closing bool          // guarded by mu
 	wake    chan struct{} // a token: there is something to look at
 	stop    chan struct{} // closed by Close
 

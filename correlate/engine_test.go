@@ -2,9 +2,9 @@ package correlate
 
 import (
 	"errors"
-	"sync"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 

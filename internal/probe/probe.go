@@ -136,9 +136,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	w, err := output.OpenWriter(&output.WriterConfig{
-		Path:    cfg.LogFile,
-		Stdout:  cfg.Stdout,
-		Format:  format,
+		Path:     cfg.LogFile,
+		Stdout:   cfg.Stdout,
+		Format:   format,
 		Workers:  capt.Workers(),
 		OnRecord: cfg.OnRecord,
 	})
