@@ -20,10 +20,10 @@ import (
 // Defaults for WriterConfig fields left zero.
 const (
 	DefaultQueueLen      = 1024
-	DefaultQueueRecords  = 1 << 18
+	DefaultQueueRecords  = 1 << 16
 	DefaultBatchCap      = 4096
 	DefaultDelay         = 5 * time.Millisecond
-	DefaultMaxHeld       = 1 << 18
+	DefaultMaxHeld       = 1 << 16
 	DefaultFlushInterval = 100 * time.Millisecond
 )
 
