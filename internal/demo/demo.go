@@ -184,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	fmt.Fprintln(out)
 	printFlows(out, flows)
 	fmt.Fprintf(out, "\nthe log: %s (%d data lines). Plot cwnd of outbound packets with, e.g.:\n", cfg.LogFile, r.sum.Lines())
-	fmt.Fprintf(out, "  awk -F, '$1==\"o\" {print $2, $9}' %s > cwnd.dat\n", cfg.LogFile)
+	fmt.Fprintf(out, "  awk -F, '$1==\"o\" {print $2, $8}' %s > cwnd.dat\n", cfg.LogFile)
 	return terr
 }
 
