@@ -361,6 +361,7 @@ func TestIntegrationSetupErrors(t *testing.T) {
 		{"log in a missing directory", []string{"--iface", "lo", "--logfile", "/nonexistent/dir/siftr.log"}, "cannot write log file /nonexistent/dir/siftr.log"},
 		{"log is a directory", []string{"--iface", "lo", "--logfile", dir}, "cannot write log file"},
 		{"missing namespace", []string{"--iface", "lo", "--netns", "/run/netns/nosuch-siftr", "--logfile", filepath.Join(dir, "b.log")}, "network namespace"},
+		{"full disk", []string{"--iface", "lo", "--logfile", "/dev/full"}, "no space left on device"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)
@@ -418,5 +419,44 @@ func TestIntegrationNoPrivilege(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.log")); err == nil {
 		t.Error("a log file was created although nothing could be captured")
+	}
+}
+
+// TestIntegrationDiskFull fills the log's file system during a run: the run
+// fails with exit status 1 and says how many records were lost.
+func TestIntegrationDiskFull(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	listen(t, &lab.B, "10.77.0.2:5201")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	logfile := filepath.Join(dir, "siftr.log")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--logfile", logfile}, &stdout, &stderr)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(logfile); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not start: %s", stderr.String())
+		}
+	}
+	send(t, &lab.A, "10.77.0.2:5201", 2<<20) // ~1500 records: far more than 64 KB
+	cancel()
+	if code := <-done; code != exitError {
+		t.Errorf("exit %d, want %d", code, exitError)
+	}
+	msg := stderr.String()
+	for _, want := range []string{"no space left on device", "records lost"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, msg)
+		}
 	}
 }
