@@ -43,18 +43,16 @@ type Config struct {
 
 // flowStats accumulates one connection's records.
 type flowStats struct {
-	name       string
-	first      int64
-	records    int
-	in, out    int
-	cwndMin    uint64
-	cwndMax    uint64
-	srtt       []uint32
-	staleness  hist.Histogram
-	cong       string
-	mss        uint32
-	notEstab   int
-	lastCookie uint64
+	name      string
+	first     int64
+	records   int
+	in, out   int
+	cwndMin   uint64
+	cwndMax   uint64
+	srtt      []uint32
+	staleness hist.Histogram
+	cong      string
+	mss       uint32
 }
 
 // Run runs the demo.
