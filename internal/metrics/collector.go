@@ -1,0 +1,233 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/hist"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// Stats is one reading of every pipeline counter the Collector reports.
+type Stats struct {
+	Counts  output.Counts      // correlate.Engine.Counts
+	Engine  correlate.Stats    // correlate.Engine.Stats
+	Capture capture.Stats      // capture.Capture.Stats
+	Writer  output.WriterStats // output.Writer.Stats
+	Diag    diag.Stats         // diag.Client.Stats, summed over clients
+}
+
+// StalenessBuckets are the upper bounds, in seconds, of the
+// siftr_snapshot_staleness_seconds histogram: 100µs to 10s.
+var StalenessBuckets = []float64{
+	0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005,
+	0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5,
+	1, 2.5, 5, 10,
+}
+
+const namespace = "siftr"
+
+// directions are the direction label values, indexed as output.Counts
+// (capture.DirIn = 0, capture.DirOut = 1).
+var directions = [2]string{"in", "out"}
+
+// Collector is a prometheus.Collector that reads Stats on every scrape.
+type Collector struct {
+	read func() Stats
+	info buildinfo.Info
+
+	buildInfo *prometheus.Desc
+
+	packets, sampledOut, skipped, records *prometheus.Desc
+
+	frames, discarded, kernelPackets, ringDrops, ringFreezes *prometheus.Desc
+
+	flowsActive, flowsCreated, flowsPruned, flowTableFull, cookieReuses *prometheus.Desc
+	lookupCalls, lookupCallErrors, handoffFull                          *prometheus.Desc
+
+	diagLookups, diagBatches, diagResults, diagErrors, diagOverruns, diagResent *prometheus.Desc
+
+	queueDepth, queueCap, queueRecords, held                           *prometheus.Desc
+	bytes, rejected, forced, late, writeErrors, lostRecords, staleness *prometheus.Desc
+}
+
+// NewCollector returns a Collector that calls read once per scrape and
+// reports info as siftr_build_info. read must be safe for concurrent use.
+func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+	}
+	return &Collector{
+		read: read,
+		info: info,
+
+		buildInfo: d("build_info", "A metric with a constant '1' value labeled by the version, Go version and VCS revision siftr-probe was built from.", "version", "goversion", "revision"),
+
+		packets:    d("packets_total", "TCP packets on the port seen with a local direction (SIFTR's num_inbound/outbound_tcp_pkts).", "direction"),
+		sampledOut: d("sampled_out_packets_total", "Packets not logged because of ppl sampling.", "direction"),
+		skipped:    d("skipped_packets_total", "Sampled packets not logged, by SIFTR skip reason: malloc (a queue or the flow table was full, or a lookup failed), tcpcb (socket not established), inpcb (no socket).", "reason", "direction"),
+		records:    d("records_total", "Records written to the log (data lines)."),
+
+		frames:        d("capture_frames_total", "Frames read from the capture rings."),
+		discarded:     d("capture_discarded_frames_total", "Frames read from the rings but not delivered as packets, by reason: not_local (forwarded, broadcast or sniffed), truncated, malformed, filtered (not TCP on the port once fully decoded).", "reason"),
+		kernelPackets: d("capture_kernel_packets_total", "Frames that passed the kernel filter, dropped ones included (PACKET_STATISTICS tp_packets)."),
+		ringDrops:     d("capture_ring_drops_total", "Frames the kernel dropped because a ring was full (tp_drops)."),
+		ringFreezes:   d("capture_ring_freezes_total", "Times a ring ran out of free blocks (tp_freeze_q_cnt)."),
+
+		flowsActive:   d("flows_active", "Flows in the flow table."),
+		flowsCreated:  d("flows_created_total", "Flows created in the flow table."),
+		flowsPruned:   d("flows_pruned_total", "Flows removed from the flow table (socket gone, idle, or 4-tuple reused)."),
+		flowTableFull: d("flow_table_full_packets_total", "Packets of new flows refused because the flow table was full (counted as malloc skips)."),
+		cookieReuses:  d("flow_cookie_reuses_total", "Times a 4-tuple was seen with a new socket cookie."),
+
+		lookupCalls:      d("lookup_calls_total", "Socket lookup calls (one per ring block with sampled packets)."),
+		lookupCallErrors: d("lookup_call_errors_total", "Socket lookup calls that failed; their packets count as malloc skips."),
+		handoffFull:      d("lookup_handoff_full_packets_total", "Sampled packets skipped (malloc) because too many waited for lookups."),
+
+		diagLookups:  d("diag_lookups_total", "Sockets queried over inet_diag."),
+		diagBatches:  d("diag_batches_total", "inet_diag request batches sent (one sendmsg each)."),
+		diagResults:  d("diag_results_total", "inet_diag query outcomes: found, not_established, no_socket.", "result"),
+		diagErrors:   d("diag_errors_total", "inet_diag per-query errors other than ENOENT, unqueryable addresses and malformed replies."),
+		diagOverruns: d("diag_overruns_total", "Times the kernel dropped inet_diag replies because the receive buffer was full (ENOBUFS)."),
+		diagResent:   d("diag_resent_queries_total", "inet_diag queries asked again because their reply was lost."),
+
+		queueDepth:   d("writer_queue_depth_batches", "Record batches queued for the writer, not yet taken."),
+		queueCap:     d("writer_queue_capacity_batches", "Capacity of the writer's queue, in batches."),
+		queueRecords: d("writer_queue_records", "Records queued for the writer, not yet taken."),
+		held:         d("writer_held_records", "Records the writer holds back to write them in timestamp order."),
+		bytes:        d("writer_bytes_total", "Bytes written to the log, enable and disable lines included."),
+		rejected:     d("writer_rejected_records_total", "Records the writer's queue refused (full or closed); counted as malloc skips."),
+		forced:       d("writer_forced_records_total", "Records written before the watermarks allowed because too many were held."),
+		late:         d("writer_late_records_total", "Records written after a record with a later time (out of order)."),
+		writeErrors:  d("writer_write_errors_total", "Failed writes to the log."),
+		lostRecords:  d("writer_lost_records_total", "Records formatted but lost because a write failed."),
+		staleness:    d("snapshot_staleness_seconds", "Socket snapshot time minus packet capture time of the records handled."),
+	}
+}
+
+func (c *Collector) descs() []*prometheus.Desc {
+	return []*prometheus.Desc{
+		c.buildInfo,
+		c.packets, c.sampledOut, c.skipped, c.records,
+		c.frames, c.discarded, c.kernelPackets, c.ringDrops, c.ringFreezes,
+		c.flowsActive, c.flowsCreated, c.flowsPruned, c.flowTableFull, c.cookieReuses,
+		c.lookupCalls, c.lookupCallErrors, c.handoffFull,
+		c.diagLookups, c.diagBatches, c.diagResults, c.diagErrors, c.diagOverruns, c.diagResent,
+		c.queueDepth, c.queueCap, c.queueRecords, c.held,
+		c.bytes, c.rejected, c.forced, c.late, c.writeErrors, c.lostRecords, c.staleness,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs() {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it reads the stats once and
+// sends every metric.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.read()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+
+	gauge(c.buildInfo, 1, c.info.Version, c.info.GoVersion, c.info.Revision)
+
+	n := &s.Counts
+	for d, dir := range directions {
+		counter(c.packets, n.Packets[d], dir)
+		counter(c.sampledOut, n.SampledOut[d], dir)
+		counter(c.skipped, n.SkipMalloc[d], "malloc", dir)
+		counter(c.skipped, n.SkipTCPCB[d], "tcpcb", dir)
+		counter(c.skipped, n.SkipInPCB[d], "inpcb", dir)
+	}
+	counter(c.records, s.Writer.Records)
+
+	cs := &s.Capture
+	counter(c.frames, cs.Frames)
+	counter(c.discarded, cs.NotLocal, "not_local")
+	counter(c.discarded, cs.Truncated, "truncated")
+	counter(c.discarded, cs.Malformed, "malformed")
+	counter(c.discarded, cs.Filtered, "filtered")
+	counter(c.kernelPackets, cs.KernelPackets)
+	counter(c.ringDrops, cs.KernelDrops)
+	counter(c.ringFreezes, cs.KernelFreezes)
+
+	es := &s.Engine
+	gauge(c.flowsActive, float64(es.ActiveFlows))
+	counter(c.flowsCreated, es.FlowsCreated)
+	counter(c.flowsPruned, es.FlowsPruned)
+	counter(c.flowTableFull, es.FlowTableFull)
+	counter(c.cookieReuses, es.CookieReuses)
+	counter(c.lookupCalls, es.Batches)
+	counter(c.lookupCallErrors, es.LookupErrors)
+	counter(c.handoffFull, es.HandoffFull)
+
+	ds := &s.Diag
+	counter(c.diagLookups, ds.Lookups)
+	counter(c.diagBatches, ds.Batches)
+	counter(c.diagResults, ds.Found, "found")
+	counter(c.diagResults, ds.NotEstablished, "not_established")
+	counter(c.diagResults, ds.NoSocket, "no_socket")
+	counter(c.diagErrors, ds.Errors)
+	counter(c.diagOverruns, ds.Overruns)
+	counter(c.diagResent, ds.Resent)
+
+	ws := &s.Writer
+	gauge(c.queueDepth, float64(ws.QueueDepth))
+	gauge(c.queueCap, float64(ws.QueueCap))
+	gauge(c.queueRecords, float64(ws.QueueRecords))
+	gauge(c.held, float64(ws.Held))
+	counter(c.bytes, ws.Bytes)
+	counter(c.rejected, ws.Rejected)
+	counter(c.forced, ws.Forced)
+	counter(c.late, ws.Late)
+	counter(c.writeErrors, ws.WriteErrors)
+	counter(c.lostRecords, ws.LostToWriteError)
+	count, sum, buckets := Histogram(&ws.Staleness, StalenessBuckets)
+	ch <- prometheus.MustNewConstHistogram(c.staleness, count, sum, buckets)
+}
+
+// Histogram converts a nanosecond hist.Snapshot into a Prometheus
+// histogram's count, sum (in seconds) and cumulative bucket counts for the
+// upper bounds le (in seconds, ascending).
+//
+// A hist bucket [lo, hi] is counted in the first le >= hi, so a cumulative
+// count never includes a value above its bound; a hist bucket that straddles
+// a bound is counted in the next one. hist buckets are at most 1/16 as wide
+// as their lower bound, so a value can be counted at most one le too high,
+// and only when it is within about 6% of that bound.
+func Histogram(s *hist.Snapshot, le []float64) (count uint64, sum float64, buckets map[float64]uint64) {
+	per := make([]uint64, len(le))
+	j := 0
+	for i, n := range s.Counts {
+		if n == 0 {
+			continue
+		}
+		_, hi := hist.BucketBounds(i)
+		for j < len(le) && float64(hi) > le[j]*1e9 {
+			j++
+		}
+		if j == len(le) {
+			break // above the last bound: only in +Inf, which is count
+		}
+		per[j] += n
+	}
+	buckets = make(map[float64]uint64, len(le))
+	var cum uint64
+	for i, b := range le {
+		cum += per[i]
+		buckets[b] = cum
+	}
+	return s.Total, float64(s.Sum) / 1e9, buckets
+}
