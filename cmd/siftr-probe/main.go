@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -49,6 +50,7 @@ Examples:
   siftr-probe --iface eth0 --port 5201 --logfile -     # to stdout
   siftr-probe --iface eth0 --port 443 --ppl 10 --duration 1m --logfile /tmp/s.log
   siftr-probe --iface lo --port 8080 --format jsonl --logfile -
+  siftr-probe --iface eth0 --metrics-addr 127.0.0.1:9721   # also Prometheus /metrics, /healthz
   sudo siftr-probe demo                                 # a self-contained lab run
 
 Flags (each also read from the environment as SIFTR_PROBE_<FLAG>, e.g.
@@ -58,6 +60,9 @@ SIFTR_PROBE_IFACE=eth0; a flag on the command line wins):
 const usageTail = `
 Needs CAP_NET_RAW (root) to capture; --netns also needs CAP_SYS_ADMIN.
 Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line.
+SIGHUP reopens the log file (for logrotate).
+With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
+stopping or after a failed log write (records are being lost).
 Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error.
 `
 
@@ -89,6 +94,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.Duration, "duration", 0, "stop after this `long`; 0 = until Ctrl-C or SIGTERM")
 	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in this network namespace (`path` such as /var/run/netns/NAME or /proc/PID/ns/net)")
 	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr this `often`")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on this `address` (host:port, e.g. 127.0.0.1:9721); off when empty")
 	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to this `file` (counts, drops, staleness, CPU, peak RSS)")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to this `file` (for go tool pprof)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
@@ -197,6 +203,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	o.cfg.Reopen = hup
+	if !o.quiet {
+		o.cfg.MetricsListening = func(a net.Addr) {
+			fmt.Fprintf(stderr, "siftr-probe: metrics on http://%s/metrics, health on /healthz\n", a)
+		}
+	}
 
 	if o.cpuprof != "" {
 		f, err := os.Create(o.cpuprof)

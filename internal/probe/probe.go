@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/output"
 )
@@ -44,6 +47,15 @@ type Config struct {
 	OnRecord func(*output.Record)
 	// Started, if set, is called once the rings are capturing.
 	Started func()
+	// MetricsAddr, if set, is a TCP address (host:port) on which to serve
+	// Prometheus /metrics and /healthz (see package metrics) from just
+	// before capture starts until Run returns. It is bound in the caller's
+	// network namespace, also with NetNS. /healthz answers 200 "ok" while
+	// capturing, 503 once stopping and after a failed log write.
+	MetricsAddr string
+	// MetricsListening, if set, is called with the bound metrics address
+	// (useful with port 0) before capture starts.
+	MetricsListening func(net.Addr)
 }
 
 // SetupError is a problem found before capture started: unknown interface,
@@ -96,6 +108,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, &SetupError{err}
 	}
 
+	// Bind the metrics address first: a busy port is a set-up error, found
+	// before any ring is opened.
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, setupErr("cannot serve metrics on %s: %w", cfg.MetricsAddr, unwrapOp(err))
+		}
+	}
+
 	var (
 		capt  *capture.Capture
 		diags []*diag.Client
@@ -106,6 +127,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		if capt != nil {
 			capt.Close()
+		}
+		if metricsLn != nil {
+			metricsLn.Close()
+			metricsLn = nil
 		}
 	}
 	err = netns.Do(cfg.NetNS, func() error {
@@ -192,6 +217,32 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 		})
 	}
+	var msrv *metrics.Server
+	if metricsLn != nil {
+		msrv = metrics.Serve(metricsLn, &metrics.Config{
+			Read: func() metrics.Stats {
+				s := metrics.Stats{Counts: eng.Counts(), Engine: eng.Stats(), Capture: capt.Stats(), Writer: w.Stats()}
+				for _, d := range diags {
+					s.Diag = addDiag(s.Diag, d.Stats())
+				}
+				return s
+			},
+			Health: func() error {
+				if runCtx.Err() != nil {
+					return errors.New("stopping")
+				}
+				if err := w.Err(); err != nil {
+					return fmt.Errorf("log write failed: %v", err)
+				}
+				return nil
+			},
+			Info: buildinfo.Get(),
+		})
+		metricsLn = nil // msrv owns it
+		if cfg.MetricsListening != nil {
+			cfg.MetricsListening(msrv.Addr())
+		}
+	}
 	if cfg.Started != nil {
 		cfg.Started()
 	}
@@ -212,6 +263,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.Writer = w.Stats()
 	for _, d := range diags {
 		sum.Diag = addDiag(sum.Diag, d.Stats())
+	}
+	if msrv != nil {
+		// Let a scrape in progress finish, then stop serving: the stats
+		// it reads are gone with the rings.
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := msrv.Close(sctx); err != nil {
+			fmt.Fprintf(cfg.Stderr, "siftr-probe: metrics server: %v\n", err)
+		}
+		scancel()
 	}
 	closeAll()
 	if capErr != nil {
@@ -241,6 +301,15 @@ func explainOpen(cfg Config, err error) error {
 		return setupErr("no such network namespace %s", cfg.NetNS)
 	}
 	return &SetupError{err}
+}
+
+// unwrapOp drops the *net.OpError wrapper's repeated operation and address.
+func unwrapOp(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Err
+	}
+	return err
 }
 
 // unwrapPath drops the *os.PathError wrapper's repeated path.
