@@ -674,3 +674,43 @@ func TestIntegrationSIGHUPReopen(t *testing.T) {
 		t.Errorf("stderr reports a reopen problem: %s", p.stderr.String())
 	}
 }
+
+// TestIntegrationHealthzWriteError fills the log's file system during a
+// run: /healthz turns 503 and says why, and the metrics count the errors.
+func TestIntegrationHealthzWriteError(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	listen(t, &lab.B, "10.77.0.2:5201")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	p := startProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
+		"--metrics-addr", "127.0.0.1:0", "--logfile", filepath.Join(dir, "siftr.log")}, nil)
+	addr := p.metricsAddr()
+	if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz before the disk is full: %d", code)
+	}
+	send(t, &lab.A, "10.77.0.2:5201", 2<<20) // far more than 64 KB of log
+	var code int
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body = httpGet(t, "http://"+addr+"/healthz"); code != http.StatusOK {
+			break
+		}
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no space left on device") {
+		t.Errorf("/healthz with the disk full: %d %q, want 503 and the write error", code, body)
+	}
+	m := scrape(t, addr)
+	if m["siftr_writer_write_errors_total"] == 0 || m["siftr_writer_lost_records_total"] == 0 {
+		t.Errorf("write errors %v, lost records %v: want both counted",
+			m["siftr_writer_write_errors_total"], m["siftr_writer_lost_records_total"])
+	}
+	p.cancel()
+	exit := <-p.done
+	p.done <- exit // for the cleanup
+	if exit != exitError {
+		t.Errorf("exit %d, want %d: %s", exit, exitError, p.stderr.String())
+	}
+}
