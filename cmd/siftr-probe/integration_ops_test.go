@@ -232,8 +232,8 @@ func TestIntegrationMetrics(t *testing.T) {
 		t.Errorf("staleness count %v, records %v: every record has a staleness",
 			after[`siftr_snapshot_staleness_seconds_count`], after["siftr_records_total"])
 	}
-	if after["siftr_flows_created_total"] != 1 {
-		t.Errorf("siftr_flows_created_total %v, want 1", after["siftr_flows_created_total"])
+	if after["siftr_flows_created_total"] < 1 {
+		t.Errorf("siftr_flows_created_total %v, want the transfer's flow", after["siftr_flows_created_total"])
 	}
 	p.stop()
 
