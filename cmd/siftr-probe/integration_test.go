@@ -257,7 +257,7 @@ func TestIntegrationDualStackServer(t *testing.T) {
 
 func TestIntegrationPPL(t *testing.T) {
 	const ppl = 7
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	r := runProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--ppl", fmt.Sprint(ppl)}, func() {
 		send(t, &lab.A, "10.77.0.2:5201", 2<<20)
