@@ -247,11 +247,18 @@ func inNS(path string, fn func()) error {
 
 // churn opens, sends 16 KiB over and closes connections from A to the
 // built-in server in B, from several goroutines, for d. It returns the
-// number of connections completed.
-func (l *benchLab) churn(ctx context.Context, goroutines int, d time.Duration) (int64, error) {
+// number of connections completed and failed, and the first failure.
+func (l *benchLab) churn(ctx context.Context, goroutines int, d time.Duration) (ok, bad int64, first error) {
 	tctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var done, failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	fail := func(err error) {
+		failed.Add(1)
+		if tctx.Err() == nil {
+			firstErr.CompareAndSwap(nil, &err)
+		}
+	}
 	var wg sync.WaitGroup
 	addr := net.JoinHostPort(l.B.Addr4.String(), fmt.Sprint(port))
 	for range goroutines {
@@ -262,11 +269,13 @@ func (l *benchLab) churn(ctx context.Context, goroutines int, d time.Duration) (
 			for tctx.Err() == nil {
 				c, err := dl.DialContext(tctx, "tcp", addr)
 				if err != nil {
-					failed.Add(1)
+					if tctx.Err() == nil {
+						fail(err)
+					}
 					continue
 				}
 				if _, err := traffic.Send(context.Background(), c, 16<<10); err != nil {
-					failed.Add(1)
+					fail(err)
 					continue
 				}
 				done.Add(1)
@@ -276,14 +285,14 @@ func (l *benchLab) churn(ctx context.Context, goroutines int, d time.Duration) (
 			wg.Done()
 			cancel()
 			wg.Wait()
-			return done.Load(), err
+			return done.Load(), failed.Load(), err
 		}
 	}
 	wg.Wait()
-	if n := failed.Load(); n > done.Load()/10 {
-		return done.Load(), fmt.Errorf("%d of %d connections failed", n, n+done.Load())
+	if p := firstErr.Load(); p != nil {
+		first = *p
 	}
-	return done.Load(), nil
+	return done.Load(), failed.Load(), first
 }
 
 // idleFlows is a set of mostly idle connections from A to the built-in

@@ -186,7 +186,7 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 				num(med(runs, func(m *measurement) float64 { return float64(m.Offered) })), captured,
 				num(med(runs, func(m *measurement) float64 { return float64(m.Records) })), drops,
 				cpu, ratio, med(runs, func(m *measurement) float64 { return float64(m.RSS) / 1e6 }),
-				runs[len(runs)/2].Traffic)
+				oneLine(runs[len(runs)/2].Traffic))
 		}
 	}
 	p("\nFor tcpdump, records = 0 (it writes to /dev/null); for the ss loop, records = socket entries printed.\n\n")
@@ -265,7 +265,7 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 			for j, m := range r.runs[i] {
 				p("| %s | %d | %s | %d | %d | %d | %d | %d | %.2f | %.1f | %.2f | %v | %s | %s |\n", r.sc.name, j+1, v.name,
 					m.Offered, m.Captured, m.Records, m.KernelDrops, m.QueueDrops, m.CPU, float64(m.RSS)/1e6, m.StaleP99,
-					v.kind == kindProbe && m.Identity, m.Traffic, oneLine(m.Err))
+					v.kind == kindProbe && m.Identity, oneLine(m.Traffic), oneLine(m.Err))
 			}
 		}
 	}
