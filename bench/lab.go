@@ -167,12 +167,14 @@ func discardServer(addr string) error {
 }
 
 // bulk sends from A to B for d over parallel connections and returns the
-// sender's throughput in bit/s.
-func (l *benchLab) bulk(ctx context.Context, useIperf bool, parallel int, d time.Duration) (float64, error) {
+// sender's throughput in bit/s. iperfArgs are added to iperf3's; the
+// built-in generator ignores them.
+func (l *benchLab) bulk(ctx context.Context, useIperf bool, parallel int, d time.Duration, iperfArgs ...string) (float64, error) {
 	if useIperf {
 		secs := fmt.Sprintf("%.3f", d.Seconds())
-		cmd := command("ip", "netns", "exec", nsName(l.A.NetNS), "iperf3", "-c", l.B.Addr4.String(),
-			"-p", fmt.Sprint(port), "-t", secs, "-P", fmt.Sprint(parallel), "-J")
+		args := append([]string{"netns", "exec", nsName(l.A.NetNS), "iperf3", "-c", l.B.Addr4.String(),
+			"-p", fmt.Sprint(port), "-t", secs, "-P", fmt.Sprint(parallel), "-J"}, iperfArgs...)
+		cmd := command("ip", args...)
 		var out strings.Builder
 		cmd.Stdout = &out
 		if err := runCtx(ctx, cmd); err != nil {

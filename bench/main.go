@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,8 @@ type scenario struct {
 	name, desc string
 	noOffloads bool
 	traffic    trafficKind
-	parallel   int // bulk: connections; churn: goroutines; idle: connections
+	parallel   int      // bulk: connections; churn: goroutines; idle: connections
+	iperfArgs  []string // more iperf3 client flags
 	variants   []variant
 }
 
@@ -70,6 +72,9 @@ func scenarios() []scenario {
 				{name: "siftr-probe --block-size 16k", kind: kindProbe, args: []string{"--ppl", "1", "--block-size", "16k"}},
 				{name: "siftr-probe on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1"}},
 			}},
+		{name: "pps-16k-writes", desc: "pps, but iperf3 -l 16K: each sendmsg holds the socket lock for 16 KiB instead of 128 KiB",
+			noOffloads: true, parallel: 1, iperfArgs: []string{"-l", "16K"},
+			variants: []variant{vProbe, {name: "siftr-probe on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1"}}}},
 		{name: "bulk", desc: "1 iperf3 flow, offloads on, ppl=1", parallel: 1,
 			variants: []variant{vProbe, vTcpdump, vSS}},
 		{name: "flows", desc: "iperf3 -P 64, offloads off, ppl=1", noOffloads: true, parallel: 64,
@@ -101,7 +106,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "write the markdown results here")
 	flag.Float64Var(&o.seconds, "seconds", 3, "traffic seconds per measurement")
 	flag.IntVar(&o.runs, "runs", 3, "repetitions of each scenario (medians are reported)")
-	flag.StringVar(&scen, "scenarios", "all", "comma-separated scenarios: pps,bulk,flows,churn,sampled,10k (or all)")
+	flag.StringVar(&scen, "scenarios", "all", "comma-separated scenarios: pps,pps-16k-writes,bulk,flows,churn,sampled,10k (or all)")
 	flag.IntVar(&o.goBenchRuns, "gobench", 5, "-count for the Go micro-benchmarks; 0 skips them")
 	discard := flag.String("discard-server", "", "internal: run a discard server on this address (used for the 10k scenario)")
 	flag.StringVar(&o.profiles, "profiles", "", "if set, write a CPU profile of each probe variant's first run into this directory")
@@ -336,13 +341,14 @@ func measureOne(ctx context.Context, o *options, lab *benchLab, bin, tmp string,
 		m.Err = err.Error()
 		return m
 	}
+	st0 := readCPUStat()
 	off0, err := lab.offered()
 	if err != nil {
 		m.Err = err.Error()
 	}
 	switch sc.traffic {
 	case trafficBulk:
-		bps, err := lab.bulk(ctx, o.useIperf, sc.parallel, d)
+		bps, err := lab.bulk(ctx, o.useIperf, sc.parallel, d, sc.iperfArgs...)
 		if err != nil {
 			m.Err = err.Error()
 		}
@@ -364,8 +370,46 @@ func measureOne(ctx context.Context, o *options, lab *benchLab, bin, tmp string,
 	time.Sleep(200 * time.Millisecond) // the last ACKs and FINs
 	off1, _ := lab.offered()
 	m.Offered = off1 - off0
+	m.Busy, m.Steal = readCPUStat().since(st0)
 	if err := t.end(&m); err != nil && m.Err == "" {
 		m.Err = err.Error()
 	}
 	return m
+}
+
+// cpuStat is the machine-wide "cpu" line of /proc/stat, in ticks.
+type cpuStat struct{ busy, steal, total uint64 }
+
+func readCPUStat() cpuStat {
+	var c cpuStat
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return c
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, s := range f[1:] {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		c.total += v
+		switch i {
+		case 3, 4: // idle, iowait
+		case 7:
+			c.steal += v
+		default:
+			c.busy += v
+		}
+	}
+	return c
+}
+
+// since returns the busy and steal shares (0..1) of all CPUs since c0.
+func (c cpuStat) since(c0 cpuStat) (busy, steal float64) {
+	t := float64(c.total - c0.total)
+	if t == 0 {
+		return 0, 0
+	}
+	return float64(c.busy-c0.busy) / t, float64(c.steal-c0.steal) / t
 }

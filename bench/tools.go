@@ -323,6 +323,7 @@ type measurement struct {
 	SockLines     uint64  // ss: socket entries printed over all snapshots
 	Wall          float64 // seconds the tool ran
 	Traffic       string  // what the generator reported
+	Busy, Steal   float64 // machine-wide CPU busy and steal shares during the traffic
 	Err           string
 }
 
