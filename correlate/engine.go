@@ -106,7 +106,6 @@ type worker struct {
 	slot    map[*flow]int32
 	qflows  []*flow
 	queries []diag.Query
-	snaps   []diag.Snapshot
 	qidx    []int32
 	recs    []output.Record
 	lcount  [5][2]uint64
@@ -332,10 +331,9 @@ func (e *Engine) process(w *worker, mark int64) {
 // lookup queries the sockets of w.queries and turns w.batch into records
 // or skips.
 func (e *Engine) lookup(w *worker) {
-	if cap(w.snaps) < len(w.queries) {
-		w.snaps = make([]diag.Snapshot, len(w.queries), 2*len(w.queries))
-	}
-	snaps := w.snaps[:len(w.queries)]
+	// Records point to their snapshot until the writer is done with them:
+	// each lookup gets fresh snapshots (an allocation per lookup, not per packet).
+	snaps := make([]diag.Snapshot, len(w.queries))
 	e.batches.Add(1)
 	e.lookups.Add(uint64(len(w.queries)))
 	if err := w.diag.Lookup(w.queries, snaps); err != nil {
@@ -360,7 +358,7 @@ func (e *Engine) lookup(w *worker) {
 		case s.Status != diag.Found || !loggable(s.State):
 			w.lcount[cTCPCB][d]++
 		default:
-			w.recs = append(w.recs, output.Record{Pkt: *p, Snap: *s})
+			w.recs = append(w.recs, output.Record{Pkt: *p, Snap: s})
 		}
 	}
 }

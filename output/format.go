@@ -8,7 +8,9 @@ import (
 
 // Format turns the start of a log, its records and its end into bytes.
 // Each method appends to dst and returns the extended slice; none allocates
-// when dst has room. Formats are stateless and safe for concurrent use.
+// when dst has room. A Format may cache what it formatted last, so one value
+// is for one goroutine: SIFTR(), JSONL() and FormatByName return a new one
+// for each caller.
 type Format interface {
 	// AppendHeader appends the line written when logging starts (SIFTR's enable line).
 	AppendHeader(dst []byte, h *Header) []byte

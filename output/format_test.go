@@ -41,7 +41,7 @@ func baseRecord() Record {
 			Flags:      capture.FlagACK | capture.FlagPSH,
 			Dir:        capture.DirOut,
 		},
-		Snap: diag.Snapshot{
+		Snap: &diag.Snapshot{
 			Time:   1700000000123556789,
 			Status: diag.Found,
 			Family: afInet,
@@ -487,7 +487,7 @@ func TestTFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var r Record
+			r := Record{Snap: &diag.Snapshot{}}
 			r.Snap.Info.Options = tt.options
 			r.Snap.Info.CAState = tt.ca
 			r.Snap.State = tt.state
@@ -499,7 +499,7 @@ func TestTFlags(t *testing.T) {
 }
 
 func TestDerivedFields(t *testing.T) {
-	var r Record
+	r := Record{Snap: &diag.Snapshot{}}
 	r.Snap.Info.SndMSS = 1448
 	r.Snap.Info.SndSsthresh = 0x7fffffff
 	if got := r.SndSsthresh(); got != 1073725440 {
@@ -660,6 +660,30 @@ func TestAppendUint(t *testing.T) {
 	for _, v := range []int64{0, -1, 1, -1234567, math.MinInt64, math.MaxInt64} {
 		if got, want := string(appendInt(nil, v)), strconv.FormatInt(v, 10); got != want {
 			t.Errorf("appendInt(%d) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// TestSIFTRStateCache checks that reusing the formatted state of the last
+// snapshot never prints a stale one: one Format over a sequence of records
+// that alternate, repeat and change snapshots prints what a fresh Format
+// prints for each record alone.
+func TestSIFTRStateCache(t *testing.T) {
+	var seq []Record
+	for _, nr := range goldenRecords() {
+		seq = append(seq, nr.rec, nr.rec) // the same snapshot twice in a row
+	}
+	a, b := baseRecord(), baseRecord()
+	b.Snap.Info.SndCwnd++ // one field differs
+	c := a
+	c.Pkt.Time += 1000 // same snapshot, another packet
+	seq = append(seq, a, b, a, c, b)
+	cached := SIFTR()
+	for i := range seq {
+		got := string(cached.AppendRecord(nil, &seq[i]))
+		want := string(SIFTR().AppendRecord(nil, &seq[i]))
+		if got != want {
+			t.Fatalf("record %d: cached format printed\n%s\nwant\n%s", i, got, want)
 		}
 	}
 }

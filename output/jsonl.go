@@ -27,7 +27,7 @@ func (jsonlFormat) AppendHeader(dst []byte, h *Header) []byte {
 
 func (jsonlFormat) AppendRecord(dst []byte, r *Record) []byte {
 	p := &r.Pkt
-	s := &r.Snap
+	s := r.Snap
 	in := &s.Info
 	local, remote := p.Local(), p.Remote()
 

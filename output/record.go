@@ -8,10 +8,12 @@ import (
 )
 
 // Record is one logged packet: the packet as captured and the state of its
-// socket as read shortly after. Records are plain values.
+// socket as read shortly after. All the packets one lookup served share its
+// snapshot: Snap is never nil in a record, and a snapshot is never modified
+// once records point to it.
 type Record struct {
 	Pkt  capture.Packet
-	Snap diag.Snapshot
+	Snap *diag.Snapshot
 }
 
 // Staleness is how long after the packet its socket state was read, in nanoseconds.

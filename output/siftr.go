@@ -2,15 +2,24 @@ package output
 
 import (
 	"net/netip"
+
+	"github.com/siftr-probe/siftr-probe/diag"
 )
 
 // SIFTR returns the SIFTR 1.3.0 text format, byte-compatible with FreeBSD's
 // siftr(4) log: a tab-separated enable line, one 27-field comma-separated
 // data line per record, and a tab-separated disable line with the totals and
 // the flow list. See FORMATS.md for the Linux source of every field.
-func SIFTR() Format { return siftrFormat{} }
+func SIFTR() Format { return &siftrFormat{} }
 
-type siftrFormat struct{}
+// siftrFormat keeps the formatted state fields (7 to 27) of the last
+// snapshot it formatted: every packet that one lookup served shares them,
+// and formatting those numbers is most of the cost of a line.
+type siftrFormat struct {
+	snap  diag.Snapshot
+	state []byte
+	valid bool
+}
 
 // appendAddr appends a as SIFTR prints addresses: dotted quad for IPv4
 // (including v4-mapped IPv6, as a dual-stack socket sees an IPv4 peer) and
@@ -19,7 +28,7 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 	return a.Unmap().AppendTo(dst)
 }
 
-func (siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
+func (*siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
 	sec, usec := splitTime(timeNanos(h.Time))
 	dst = append(dst, "enable_time_secs="...)
 	dst = appendInt(dst, sec)
@@ -32,9 +41,8 @@ func (siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
 	return append(dst, '\n')
 }
 
-func (siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
+func (f *siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 	p := &r.Pkt
-	s := &r.Snap
 	local, remote := p.Local(), p.Remote()
 
 	dst = append(dst, p.Dir.String()[0], ',')
@@ -48,6 +56,17 @@ func (siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, ',')
 	dst = appendUint(dst, uint64(remote.Port()))
 
+	if !f.valid || f.snap != *r.Snap {
+		f.state = appendState(f.state[:0], r)
+		f.snap, f.valid = *r.Snap, true
+	}
+	return append(dst, f.state...)
+}
+
+// appendState appends fields 7 to 27 of a data line, which depend on the
+// snapshot only, and the newline.
+func appendState(dst []byte, r *Record) []byte {
+	s := r.Snap
 	dst = appendField(dst, uint64(r.SndSsthresh()))
 	dst = appendField(dst, uint64(r.SndCwnd()))
 	dst = appendField(dst, uint64(r.TFlags2()))
@@ -78,7 +97,7 @@ func appendField(dst []byte, v uint64) []byte {
 	return appendUint(dst, v)
 }
 
-func (siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
+func (*siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	c := &f.Counts
 	pkts, skipped := c.totals()
 	sec, usec := splitTime(timeNanos(f.Time))

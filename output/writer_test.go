@@ -670,10 +670,13 @@ func TestSubmitAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := make([]Record, 64)
+	for i := range recs {
+		recs[i] = trec(0, 0, i) // snapshots come from the lookups, not from Submit
+	}
 	now := int64(0)
 	submit := func() {
 		for i := range recs {
-			recs[i] = trec(now+int64(i), 0, i)
+			recs[i].Pkt.Time = now + int64(i)
 		}
 		now += int64(len(recs))
 		if !w.Submit(0, recs, now) {
