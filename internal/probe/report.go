@@ -3,6 +3,8 @@ package probe
 import (
 	"encoding/json"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,7 +57,9 @@ func (s *Summary) Report() *Report {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		r.Process["user_us"] = uint64(ru.Utime.Sec)*1e6 + uint64(ru.Utime.Usec)
 		r.Process["system_us"] = uint64(ru.Stime.Sec)*1e6 + uint64(ru.Stime.Usec)
-		r.Process["max_rss_bytes"] = uint64(ru.Maxrss) * 1024
+	}
+	if hwm, ok := peakRSS(); ok {
+		r.Process["max_rss_bytes"] = hwm
 	}
 	return r
 }
@@ -67,4 +71,20 @@ func (s *Summary) WriteReport(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// peakRSS reads this process's peak resident set size (VmHWM). Rusage's
+// ru_maxrss is no good here: after exec it starts from the parent's peak.
+func peakRSS() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, ln := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(ln, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, err == nil
+		}
+	}
+	return 0, false
 }
