@@ -372,13 +372,9 @@ func evalTargets(results []*scenarioResult, gb []goBench) []target {
 	}
 	if len(gb) > 0 {
 		allocs, worstDecode, siftr := 0.0, 0.0, 0.0
-		var hot []string
 		for _, g := range gb {
 			if (g.pkg == "capture" || g.pkg == "correlate" || g.pkg == "output") && g.median["allocs/op"] > allocs {
 				allocs = g.median["allocs/op"]
-			}
-			if g.pkg == "capture" || g.pkg == "correlate" {
-				hot = append(hot, fmt.Sprintf("%s %s allocs/op", g.name, trimNum(g.median["allocs/op"])))
 			}
 			if strings.HasPrefix(g.name, "BenchmarkDecode") {
 				worstDecode = max(worstDecode, g.median["ns/op"])
