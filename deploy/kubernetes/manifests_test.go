@@ -295,6 +295,7 @@ func TestConfigMapDefaults(t *testing.T) {
 		"SIFTR_PROBE_LOGFILE":      "-",
 		"SIFTR_PROBE_METRICS_ADDR": "0.0.0.0:9721",
 		"SIFTR_PROBE_QUIET":        "true",
+		"SIFTR_PROBE_WORKERS":      "1",
 	}
 	for k, v := range want {
 		if got, ok := cm.Data[k]; !ok || got != v {
@@ -524,6 +525,15 @@ func checkProbe(t *testing.T, r *rendered, wantCaps []corev1.Capability) {
 			}
 			if req.Cmp(lim) > 0 {
 				t.Errorf("%s request %s exceeds limit %s", res, req.String(), lim.String())
+			}
+		}
+		// One ring per worker: more workers than CPUs the container may use
+		// add ring memory, not throughput.
+		if w, ok := cm.Data[flags.EnvName("workers")]; ok {
+			n, err := strconv.Atoi(w)
+			cpus := (c.Resources.Limits.Cpu().MilliValue() + 999) / 1000
+			if err != nil || n < 1 || int64(n) > cpus {
+				t.Errorf("SIFTR_PROBE_WORKERS=%q, want 1 to %d (the CPU limit %s)", w, cpus, c.Resources.Limits.Cpu())
 			}
 		}
 	})
