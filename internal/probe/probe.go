@@ -321,14 +321,19 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// addDiag sums two clients' counters, field by field (TestAddDiag checks
+// that no field of diag.Stats is left out).
 func addDiag(a, b diag.Stats) diag.Stats {
 	a.Lookups += b.Lookups
 	a.Batches += b.Batches
 	a.Found += b.Found
 	a.NotEstablished += b.NotEstablished
 	a.NoSocket += b.NoSocket
+	a.ListenerReplies += b.ListenerReplies
 	a.Errors += b.Errors
 	a.V4MappedRetries += b.V4MappedRetries
+	a.Overruns += b.Overruns
+	a.Resent += b.Resent
 	return a
 }
 
