@@ -165,6 +165,10 @@ func Open(cfg *Config) (*Capture, error) {
 // starts; worker indexes passed to the Handler are in [0, Workers()).
 func (c *Capture) Workers() int { return c.cfg.Workers }
 
+// IfIndex returns the index of the captured interface, in the capture's
+// network namespace.
+func (c *Capture) IfIndex() int { return c.sys.ifindex }
+
 // Run reads the rings, one goroutine per ring, and calls h until ctx is done
 // or Close is called. It then keeps delivering the blocks the kernel retires
 // for about two block timeouts, so that packets captured before the stop

@@ -10,7 +10,7 @@ import (
 
 // sysCapture is empty where capture is not supported: open always fails, so
 // no Capture exists and the methods below are never reached.
-type sysCapture struct{}
+type sysCapture struct{ ifindex int }
 
 func open(*Config) (*sysCapture, error) {
 	return nil, fmt.Errorf("capture: not supported on %s", runtime.GOOS)

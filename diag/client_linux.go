@@ -221,8 +221,10 @@ func (c *Client) roundTrip(fd int, qs []Query, out []Snapshot, n *counts) error 
 	c.seq += uint32(cnt)
 	for slot, i := range c.idx {
 		r, _ := makeRequest(qs[i])
-		if r.family == afInet6 && r.ifindex == 0 {
-			r.ifindex = c.zoneIndex(qs[i])
+		if r.family == afInet6 {
+			if z := c.zoneIndex(qs[i]); z != 0 {
+				r.ifindex = z
+			}
 		}
 		putRequest(c.sendBuf[slot*requestLen:], base+uint32(slot), &r)
 	}

@@ -516,4 +516,27 @@ func TestIntegrationLinkLocal(t *testing.T) {
 	if s := lookup1(t, ca, noZone); s.Status != NoSocket {
 		t.Errorf("link-local without zone: %v, want NoSocket (the socket is bound to its interface)", s.Status)
 	}
+	// What capture gives: addresses without zone, the capture interface's index.
+	noZone.IfIndex = uint32(idx)
+	checkFound(t, "IfIndex, no zone", lookup1(t, ca, noZone), afInet6)
+	wrong := noZone
+	wrong.IfIndex = uint32(idx) + 1000
+	if s := lookup1(t, ca, wrong); s.Status != NoSocket {
+		t.Errorf("link-local with another IfIndex: %v, want NoSocket", s.Status)
+	}
+}
+
+// TestIntegrationIfIndexUnbound checks that an IfIndex does not hide sockets
+// that are not bound to a device: the kernel matches them on any interface.
+func TestIntegrationIfIndexUnbound(t *testing.T) {
+	lab := newLab(t)
+	ns := lab.A.NetNS
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	p := dial(t, ns, ln, "tcp4", "")
+	ca := openT(t, &Config{NetNS: ns})
+	q := queryOf(p.client)
+	for _, idx := range []uint32{1, 2, 999} {
+		q.IfIndex = idx
+		checkFound(t, fmt.Sprintf("IfIndex %d", idx), lookup1(t, ca, q), afInet)
+	}
 }

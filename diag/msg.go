@@ -137,8 +137,8 @@ type request struct {
 // tables in both cases, and that is where dual-stack AF_INET6 sockets
 // carrying IPv4 connections are hashed too). ok is false when q cannot name a
 // socket: an invalid address, or one IPv4 and one (non-mapped) IPv6 address.
-// ifindex is the numeric zone of a link-local IPv6 address, if any; the
-// caller resolves zone names.
+// ifindex is the numeric zone of a link-local IPv6 address if there is one,
+// else q.IfIndex; the caller resolves zone names.
 func makeRequest(q Query) (r request, ok bool) {
 	l, rm := q.Local.Addr(), q.Remote.Addr()
 	if !l.IsValid() || !rm.IsValid() {
@@ -146,6 +146,7 @@ func makeRequest(q Query) (r request, ok bool) {
 	}
 	l4, r4 := l.Unmap(), rm.Unmap()
 	r.lport, r.rport = q.Local.Port(), q.Remote.Port()
+	r.ifindex = q.IfIndex
 	switch {
 	case l4.Is4() && r4.Is4():
 		r.family = afInet
@@ -155,9 +156,10 @@ func makeRequest(q Query) (r request, ok bool) {
 	case l.Is6() && rm.Is6() && !l4.Is4() && !r4.Is4():
 		r.family = afInet6
 		r.local, r.remote = l.As16(), rm.As16()
-		r.ifindex = numericZone(l)
-		if r.ifindex == 0 {
-			r.ifindex = numericZone(rm)
+		if z := numericZone(l); z != 0 {
+			r.ifindex = z
+		} else if z := numericZone(rm); z != 0 {
+			r.ifindex = z
 		}
 	default:
 		return r, false

@@ -98,6 +98,30 @@ func TestPutRequest(t *testing.T) {
 			dst:    netip.MustParseAddr("fe80::2").As16(),
 			ifi:    7,
 		},
+		{
+			name:   "ipv4 with IfIndex",
+			q:      Query{Local: netip.MustParseAddrPort("10.77.0.1:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000"), IfIndex: 3},
+			family: afInet,
+			src:    [16]byte{10, 77, 0, 1},
+			dst:    [16]byte{10, 77, 0, 2},
+			ifi:    3,
+		},
+		{
+			name:   "link-local IfIndex without zone",
+			q:      Query{Local: netip.MustParseAddrPort("[fe80::1]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
+			family: afInet6,
+			src:    netip.MustParseAddr("fe80::1").As16(),
+			dst:    netip.MustParseAddr("fe80::2").As16(),
+			ifi:    5,
+		},
+		{
+			name:   "a zone wins over IfIndex",
+			q:      Query{Local: netip.MustParseAddrPort("[fe80::1%7]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
+			family: afInet6,
+			src:    netip.MustParseAddr("fe80::1").As16(),
+			dst:    netip.MustParseAddr("fe80::2").As16(),
+			ifi:    7,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

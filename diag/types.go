@@ -7,6 +7,12 @@ import "net/netip"
 // finds a connection owned by a dual-stack AF_INET6 socket (v4-mapped).
 type Query struct {
 	Local, Remote netip.AddrPort
+	// IfIndex is the interface the connection's packets cross, sent as the
+	// request's idiag_if: sockets bound to a device (link-local IPv6 ones,
+	// SO_BINDTODEVICE) are found only with it, and unbound sockets match any
+	// value. 0 means none; a numeric or named zone on a link-local IPv6
+	// address takes precedence.
+	IfIndex uint32
 }
 
 // Status says what a lookup found.
