@@ -35,6 +35,14 @@ type Config struct {
 	MaxFlows int
 	// IdleTimeout prunes flows with no packet for this long; 0 means 60s.
 	IdleTimeout time.Duration
+	// ClosedTimeout prunes flows that are over on the wire (FINs both ways,
+	// or a RST) once they had no packet for this long; 0 means 2s. It keeps
+	// the table small under connection churn when sampling leaves the last
+	// packets of a connection unlooked-up.
+	ClosedTimeout time.Duration
+	// IfIndex is the captured interface's index, sent with every lookup so
+	// that sockets bound to it (link-local IPv6) are found; 0 means none.
+	IfIndex uint32
 	// MaxFlowList bounds the flows remembered for the disable line's flow
 	// list after they left the table; 0 means 1<<20.
 	MaxFlowList int
@@ -153,6 +161,9 @@ func New(cfg *Config, sink Sink, lookupers []Lookuper) (*Engine, error) {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
+	if c.ClosedTimeout <= 0 {
+		c.ClosedTimeout = 2 * time.Second
+	}
 	if c.MaxFlowList <= 0 {
 		c.MaxFlowList = 1 << 20
 	}
@@ -196,6 +207,10 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 		d := p.Dir & 1
 		maxTime = max(maxTime, p.Time)
 		w.local[cPackets][d]++
+		if p.Flags&capture.FlagSYN != 0 {
+			w.local[handshakeSkip(p)][d]++
+			continue
+		}
 		k := flowKey{p.Local(), p.Remote()}
 		f := w.last
 		if f == nil || f.key != k || f.removed.Load() {
@@ -208,6 +223,9 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 		}
 		if p.Time-f.lastSeen.Load() > int64(time.Millisecond) {
 			f.lastSeen.Store(p.Time)
+		}
+		if p.Flags&(capture.FlagFIN|capture.FlagRST) != 0 {
+			f.sawEnd(p)
 		}
 		if n := f.count.Add(1); e.ppl > 1 && n%e.ppl != 0 {
 			w.local[cSampledOut][d]++
@@ -243,6 +261,20 @@ func (e *Engine) Idle(wi int, safe int64) {
 	w.handed++
 	w.mu.Unlock()
 	w.poke()
+}
+
+// handshakeSkip is the skip reason of a segment with SYN set, decided from
+// its flags without a lookup, as FreeBSD's SIFTR finds it at packet time: the
+// client's SYN and the SYN-ACK it receives belong to a socket in SYN_SENT
+// (tcpcb); the SYN a server receives and the SYN-ACK it sends have no
+// connection socket yet, only the listener and the SYN cache (inpcb). Such
+// segments do not advance the flow's ppl counter.
+func handshakeSkip(p *capture.Packet) int {
+	synAck := p.Flags&capture.FlagACK != 0
+	if (p.Dir == capture.DirOut) != synAck {
+		return cTCPCB // outbound SYN, inbound SYN-ACK
+	}
+	return cInPCB // inbound SYN, outbound SYN-ACK
 }
 
 func (w *worker) poke() {
@@ -308,7 +340,7 @@ func (e *Engine) process(w *worker, mark int64) {
 		if !ok {
 			q = int32(len(w.queries))
 			w.slot[f] = q
-			w.queries = append(w.queries, diag.Query{Local: f.key.local, Remote: f.key.remote})
+			w.queries = append(w.queries, diag.Query{Local: f.key.local, Remote: f.key.remote, IfIndex: e.cfg.IfIndex})
 			w.qflows = append(w.qflows, f)
 		}
 		w.qidx = append(w.qidx, q)
@@ -447,10 +479,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// Prune removes flows whose socket is gone or that had no packet for the
-// idle timeout before now.
+// Prune removes flows whose socket is gone, flows that ended on the wire
+// and had no packet for the closed timeout, and flows that had no packet for
+// the idle timeout, before now.
 func (e *Engine) Prune(now time.Time) {
-	e.flows.prune(now.Add(-e.cfg.IdleTimeout).UnixNano())
+	e.flows.prune(now.Add(-e.cfg.IdleTimeout).UnixNano(), now.Add(-e.cfg.ClosedTimeout).UnixNano())
 }
 
 // Counts returns the SIFTR totals so far, summed over workers.

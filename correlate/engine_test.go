@@ -173,6 +173,68 @@ func TestPPLPhase(t *testing.T) {
 	}
 }
 
+// TestHandshakePPLPhase follows a connection from its first SYN, on the
+// client and on the server: the handshake segments are skipped by their
+// flags without a lookup, as SIFTR finds no established socket for them, and
+// the ppl counter starts with the first segment after them.
+func TestHandshakePPLPhase(t *testing.T) {
+	syn := func(seq uint32, d capture.Direction, flags uint8) capture.Packet {
+		p := pkt(seq, d, local, remote)
+		p.Flags = flags
+		return p
+	}
+	const ack = capture.FlagACK
+	for _, tt := range []struct {
+		name       string
+		first      []capture.Packet // the handshake as this side sees it
+		tcpcb      [2]uint64
+		inpcb      [2]uint64
+		firstLogNo uint32 // ppl=3: the 3rd packet after the handshake
+	}{
+		{"client", []capture.Packet{syn(1, capture.DirOut, capture.FlagSYN), syn(2, capture.DirIn, capture.FlagSYN|ack)}, [2]uint64{1, 1}, [2]uint64{}, 5},
+		{"server", []capture.Packet{syn(1, capture.DirIn, capture.FlagSYN), syn(2, capture.DirOut, capture.FlagSYN|ack)}, [2]uint64{}, [2]uint64{1, 1}, 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(9)}}
+			sink := &fakeSink{}
+			e := newEngine(t, &Config{PPL: 3}, sink, d)
+			e.Block(0, tt.first)
+			e.Flush()
+			if len(d.calls) != 0 {
+				t.Errorf("%d lookups for handshake segments, want 0", len(d.calls))
+			}
+			var rest []capture.Packet
+			for n := uint32(3); n <= 9; n++ {
+				rest = append(rest, syn(n, capture.Direction(n%2), ack))
+			}
+			e.Block(0, rest)
+			e.Flush()
+			var got []uint32
+			for _, r := range sink.records() {
+				got = append(got, r.Pkt.Seq)
+			}
+			if diff := cmp.Diff([]uint32{tt.firstLogNo, tt.firstLogNo + 3}, got); diff != "" {
+				t.Errorf("logged packets (-want +got):\n%s", diff)
+			}
+			c := e.Counts()
+			if c.SkipTCPCB != tt.tcpcb || c.SkipInPCB != tt.inpcb {
+				t.Errorf("tcpcb %v inpcb %v, want %v %v", c.SkipTCPCB, c.SkipInPCB, tt.tcpcb, tt.inpcb)
+			}
+			checkConservation(t, c, sink.records())
+		})
+	}
+}
+
+func TestIfIndexInQueries(t *testing.T) {
+	d := &fakeDiag{}
+	e := newEngine(t, &Config{IfIndex: 42}, &fakeSink{}, d)
+	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote)})
+	e.Flush()
+	if len(d.calls) != 1 || len(d.calls[0]) != 1 || d.calls[0][0].IfIndex != 42 {
+		t.Errorf("queries %+v, want one with IfIndex 42", d.calls)
+	}
+}
+
 func TestOneLookupPerSocketPerBlock(t *testing.T) {
 	other := netip.MustParseAddrPort("10.0.0.3:5201")
 	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{
@@ -323,6 +385,56 @@ func TestPruneAndFlowList(t *testing.T) {
 	}
 }
 
+// TestEndedFlowsPruned checks that flows that ended on the wire (FINs both
+// ways, or a RST) leave the table after the closed timeout even when no
+// lookup saw their socket go, while a quiet open flow stays until the idle
+// timeout; and that an established connection whose flow was pruned while
+// idle is listed once when it comes back.
+func TestEndedFlowsPruned(t *testing.T) {
+	finBoth := netip.MustParseAddrPort("10.0.0.6:5201")
+	finOne := netip.MustParseAddrPort("10.0.0.7:5201")
+	rst := netip.MustParseAddrPort("10.0.0.8:5201")
+	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(5)}}
+	sink := &fakeSink{}
+	// ppl 1000: nothing but the first flow's packet is looked up.
+	e := newEngine(t, &Config{PPL: 1000, IdleTimeout: time.Minute, ClosedTimeout: time.Second}, sink, d)
+	now := time.Now()
+	at := func(p capture.Packet, ago time.Duration, flags uint8) capture.Packet {
+		p.Time, p.Flags = now.Add(-ago).UnixNano(), flags
+		return p
+	}
+	var open []capture.Packet
+	for i := range 1000 {
+		open = append(open, at(pkt(uint32(i), capture.DirOut, local, remote), 30*time.Second, capture.FlagACK))
+	}
+	e.Block(0, open)
+	e.Block(0, []capture.Packet{
+		at(pkt(1, capture.DirOut, local, finBoth), 5*time.Second, capture.FlagFIN|capture.FlagACK),
+		at(pkt(2, capture.DirIn, local, finBoth), 5*time.Second, capture.FlagFIN|capture.FlagACK),
+		at(pkt(3, capture.DirOut, local, finOne), 5*time.Second, capture.FlagFIN|capture.FlagACK),
+		at(pkt(4, capture.DirIn, local, rst), 5*time.Second, capture.FlagRST),
+	})
+	e.Flush()
+	e.Prune(now)
+	if s := e.Stats(); s.ActiveFlows != 2 || s.FlowsPruned != 2 {
+		t.Errorf("after prune: %d active, %d pruned; want the half-closed and the open flow kept, 2 pruned", s.ActiveFlows, s.FlowsPruned)
+	}
+	// Idle for more than the idle timeout: the open flow goes, then comes back.
+	e.Prune(now.Add(2 * time.Minute))
+	back := open[:1000:1000]
+	for i := range back {
+		back[i].Time = now.Add(3 * time.Minute).UnixNano()
+	}
+	e.Block(0, back)
+	e.Flush()
+	if got := len(sink.records()); got != 2 {
+		t.Fatalf("%d records, want 2", got)
+	}
+	if diff := cmp.Diff([]output.Flow{{Local: local, Remote: remote}}, e.Flows(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("flow list (-want +got):\n%s", diff)
+	}
+}
+
 func TestReusedFourTupleIsNewFlow(t *testing.T) {
 	q := diag.Query{Local: local, Remote: remote}
 	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{q: established(100)}}
@@ -387,6 +499,11 @@ func TestConservationRandom(t *testing.T) {
 		block := make([]capture.Packet, n)
 		for i := range block {
 			block[i] = pkt(uint32(b*1000+i), capture.Direction(rng.IntN(2)), local, remotes[rng.IntN(len(remotes))])
+			block[i].Flags = [...]uint8{capture.FlagACK, capture.FlagACK, capture.FlagACK, capture.FlagSYN,
+				capture.FlagSYN | capture.FlagACK, capture.FlagFIN | capture.FlagACK, capture.FlagRST}[rng.IntN(7)]
+		}
+		if b%50 == 49 {
+			e.Prune(time.Unix(0, int64(b)*1000*1000))
 		}
 		e.Block(b%2, block)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/output"
 )
 
@@ -36,6 +37,32 @@ type flow struct {
 	gone atomic.Bool
 	// removed is set when the flow leaves the table; workers drop cached pointers to it.
 	removed atomic.Bool
+	// ends holds endIn/endOut for a FIN seen in that direction, and endRST.
+	ends atomic.Uint32
+}
+
+const (
+	endIn  = 1 << 0 // a FIN from the peer (capture.DirIn)
+	endOut = 1 << 1 // a FIN from the local socket (capture.DirOut)
+	endRST = 1 << 2
+)
+
+// sawEnd records a FIN or RST of the flow.
+func (f *flow) sawEnd(p *capture.Packet) {
+	var b uint32
+	if p.Flags&capture.FlagRST != 0 {
+		b |= endRST
+	}
+	if p.Flags&capture.FlagFIN != 0 {
+		b |= endIn << (p.Dir & 1)
+	}
+	f.ends.Or(b)
+}
+
+// ended reports whether the connection is over on the wire: FINs both ways, or a RST.
+func (f *flow) ended() bool {
+	e := f.ends.Load()
+	return e&endRST != 0 || e&(endIn|endOut) == endIn|endOut
 }
 
 const shardBits = 6
@@ -65,8 +92,13 @@ type flowTable struct {
 }
 
 type retiredFlow struct {
-	seq  uint64
-	name output.Flow
+	seq    uint64
+	cookie uint64
+	name   output.Flow
+}
+
+func (f *flow) retired() retiredFlow {
+	return retiredFlow{f.seq, f.cookie.Load(), output.Flow{Local: f.key.local, Remote: f.key.remote}}
 }
 
 func newFlowTable(max, maxRetired int) *flowTable {
@@ -151,16 +183,18 @@ func (t *flowTable) retire(f *flow) {
 		t.retiredDropped.Add(1)
 		return
 	}
-	t.retired = append(t.retired, retiredFlow{f.seq, output.Flow{Local: f.key.local, Remote: f.key.remote}})
+	t.retired = append(t.retired, f.retired())
 }
 
-// prune removes flows whose socket is gone and flows with no packet since idleBefore (ns).
-func (t *flowTable) prune(idleBefore int64) {
+// prune removes flows whose socket is gone, ended flows with no packet
+// since closedBefore and flows with no packet since idleBefore (times in ns).
+func (t *flowTable) prune(idleBefore, closedBefore int64) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
 		for k, f := range s.m {
-			if f.gone.Load() || f.lastSeen.Load() < idleBefore {
+			last := f.lastSeen.Load()
+			if f.gone.Load() || last < idleBefore || (last < closedBefore && f.ended()) {
 				delete(s.m, k)
 				f.removed.Store(true)
 				t.active.Add(-1)
@@ -172,8 +206,10 @@ func (t *flowTable) prune(idleBefore int64) {
 	}
 }
 
-// names lists every flow that was established, retired ones and active ones,
-// in the order they were created.
+// names lists every connection that was established, from retired flows
+// and active ones, in the order they were created. A connection whose flow
+// was pruned while idle and created again (same 4-tuple, same socket cookie)
+// is listed once; a reused 4-tuple with a new socket is listed again.
 func (t *flowTable) names() []output.Flow {
 	t.mu.Lock()
 	all := slices.Clone(t.retired)
@@ -183,15 +219,25 @@ func (t *flowTable) names() []output.Flow {
 		s.mu.RLock()
 		for _, f := range s.m {
 			if f.established.Load() {
-				all = append(all, retiredFlow{f.seq, output.Flow{Local: f.key.local, Remote: f.key.remote}})
+				all = append(all, f.retired())
 			}
 		}
 		s.mu.RUnlock()
 	}
 	slices.SortFunc(all, func(a, b retiredFlow) int { return cmp.Compare(a.seq, b.seq) })
-	names := make([]output.Flow, len(all))
-	for i := range all {
-		names[i] = all[i].name
+	type conn struct {
+		name   output.Flow
+		cookie uint64
+	}
+	listed := make(map[conn]bool, len(all))
+	names := make([]output.Flow, 0, len(all))
+	for _, r := range all {
+		c := conn{r.name, r.cookie}
+		if listed[c] {
+			continue
+		}
+		listed[c] = true
+		names = append(names, r.name)
 	}
 	return names
 }
