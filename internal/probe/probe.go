@@ -143,18 +143,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			RingSize:     cfg.RingSize,
 			BlockTimeout: cfg.BlockTimeout,
 		})
-		if err != nil {
-			return err
-		}
-		for range capt.Workers() {
-			d, err := diag.Open(nil)
-			if err != nil {
-				return fmt.Errorf("open inet_diag socket: %w", err)
-			}
-			diags = append(diags, d)
-		}
-		return nil
+		return err
 	})
+	if err == nil {
+		diags, err = openDiags(cfg.NetNS, capt.Workers())
+	}
 	if err != nil {
 		closeAll()
 		return nil, explainOpen(cfg, err)
@@ -281,6 +274,25 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
 	}
 	return sum, nil
+}
+
+// openDiags opens n inet_diag clients in the network namespace at path (""
+// = the caller's). The namespace is given to diag.Open, not only entered
+// around it: the client also resolves the zones of link-local IPv6 queries
+// (interface names) in it.
+func openDiags(path string, n int) ([]*diag.Client, error) {
+	var ds []*diag.Client
+	for range n {
+		d, err := diag.Open(&diag.Config{NetNS: path})
+		if err != nil {
+			for _, d := range ds {
+				d.Close()
+			}
+			return nil, fmt.Errorf("open inet_diag socket: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
 }
 
 // explainOpen turns a capture/diag open error into a one-line SetupError.
