@@ -1,6 +1,6 @@
 // Tests for the Kubernetes manifests: each file decodes strictly into its
 // typed object, the kustomization lists exactly the files present, and the
-// rendered DaemonSet (base, components, example overlay) keeps the security
+// rendered DaemonSet (base, components, example overlays) keeps the security
 // and wiring properties the README promises.
 package kubernetes
 
@@ -371,6 +371,52 @@ func TestExampleOverlay(t *testing.T) {
 	}
 }
 
+// TestNetnsExampleOverlay builds deploy/examples/kubernetes-netns: the netns
+// component with a namespace path, pinned to one node (checkProbe asserts
+// the pinning for every build that sets SIFTR_PROBE_NETNS). Its commented
+// AppArmor patch, uncommented, must build too.
+func TestNetnsExampleOverlay(t *testing.T) {
+	dir := filepath.Join("..", "examples", "kubernetes-netns")
+	r := build(t, filesys.MakeFsOnDisk(), dir)
+	checkProbe(t, r, []corev1.Capability{"NET_RAW", "SYS_ADMIN", "SYS_PTRACE"})
+	ns := r.cm.Data["SIFTR_PROBE_NETNS"]
+	if !strings.HasPrefix(ns, "/run/netns/") && !strings.HasPrefix(ns, "/proc/") {
+		t.Errorf("SIFTR_PROBE_NETNS = %q, want a /run/netns/NAME or /proc/PID/ns/net path", ns)
+	}
+	spec := r.ds.Spec.Template.Spec
+	if spec.NodeSelector["kubernetes.io/hostname"] == "" {
+		t.Errorf("nodeSelector %v does not pin kubernetes.io/hostname", spec.NodeSelector)
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v lost the base's kubernetes.io/os: linux", spec.NodeSelector)
+	}
+	if sc := spec.Containers[0].SecurityContext; sc.AppArmorProfile != nil {
+		t.Errorf("appArmorProfile %+v is set by default; it is only for /proc/PID/ns/net paths on AppArmor nodes", sc.AppArmorProfile)
+	}
+
+	// Uncomment the AppArmor patch: it must build, decode strictly and
+	// leave the container unconfined.
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It is the commented-out block from "  # - patch:" to the end.
+	head, patch, ok := strings.Cut(string(data), "\n  # - patch:")
+	if !ok || !strings.Contains(patch, "appArmorProfile") {
+		t.Fatal("no commented AppArmor patch at the end of the overlay")
+	}
+	uncommented := head + "\n  - patch:" + strings.ReplaceAll(patch, "\n  # ", "\n  ")
+	fsys := memFS(t)
+	if err := fsys.WriteFile("/deploy/examples/kubernetes-netns/kustomization.yaml", []byte(uncommented)); err != nil {
+		t.Fatal(err)
+	}
+	ra := build(t, fsys, "/deploy/examples/kubernetes-netns")
+	checkProbe(t, ra, []corev1.Capability{"NET_RAW", "SYS_ADMIN", "SYS_PTRACE"})
+	if p := ra.ds.Spec.Template.Spec.Containers[0].SecurityContext.AppArmorProfile; p == nil || p.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("with the AppArmor patch uncommented, appArmorProfile = %+v, want Unconfined", p)
+	}
+}
+
 // TestPatchInterfaceAndPort is the README's other recipe: a strategic-merge
 // patch of the ConfigMap in an overlay.
 func TestPatchInterfaceAndPort(t *testing.T) {
@@ -603,6 +649,11 @@ func checkProbe(t *testing.T, r *rendered, wantCaps []corev1.Capability) {
 		}
 		if f := cm.Data[flags.EnvName("format")]; f != "jsonl" && f != "siftr" {
 			t.Errorf("SIFTR_PROBE_FORMAT %q", f)
+		}
+		// A namespace path exists on one node only: elsewhere the probe
+		// exits and the pod crash-loops.
+		if cm.Data[flags.EnvName("netns")] != "" && spec.NodeName == "" && spec.NodeSelector["kubernetes.io/hostname"] == "" {
+			t.Errorf("SIFTR_PROBE_NETNS is set but the DaemonSet is not pinned to a node (nodeSelector kubernetes.io/hostname or nodeName)")
 		}
 	})
 }
