@@ -46,6 +46,11 @@ const (
 	drainSlack = 2 * time.Millisecond
 )
 
+// kernelStatsEvery is how often Run reads the rings' PACKET_STATISTICS.
+// They are 32-bit counters: at 10 million frames a second one wraps in
+// about 7 minutes.
+var kernelStatsEvery = 5 * time.Second
+
 // sysCapture is the Linux body of a Capture.
 type sysCapture struct {
 	cfg     Config
@@ -285,10 +290,25 @@ func (s *sysCapture) run(ctx context.Context, h Handler) error {
 	done := make(chan struct{})
 	go func() {
 		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-			s.stop()
-		case <-done:
+		// The kernel's counters are 32 bits and reset on read: fold them
+		// into s.kstats often enough that they cannot wrap, also when
+		// nobody calls Stats.
+		t := time.NewTicker(kernelStatsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				s.stop()
+				return
+			case <-done:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				if !s.closed {
+					s.readKernelStats()
+				}
+				s.mu.Unlock()
+			}
 		}
 	}()
 	var errs []error
