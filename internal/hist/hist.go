@@ -155,6 +155,22 @@ func (s *Snapshot) Merge(o *Snapshot) {
 	s.Max = max(s.Max, o.Max)
 }
 
+// Sub removes from s the counts of o, an earlier snapshot of the same
+// histogram, leaving what was recorded between the two. Counts that would go
+// below zero (o is not earlier) stay at zero. Max cannot be taken apart: it
+// stays s's, an upper bound of the values in between.
+func (s *Snapshot) Sub(o *Snapshot) {
+	s.Total = 0
+	for i, c := range o.Counts {
+		if c > s.Counts[i] {
+			c = s.Counts[i]
+		}
+		s.Counts[i] -= c
+		s.Total += s.Counts[i]
+	}
+	s.Sum = max(s.Sum-o.Sum, 0)
+}
+
 // Quantile returns an estimate of the q-quantile (q is clamped to [0, 1]):
 // the midpoint of the bucket holding the value of rank ceil(q*Count), never
 // more than Max. It returns 0 for an empty snapshot.

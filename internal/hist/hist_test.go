@@ -123,6 +123,48 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+func TestSub(t *testing.T) {
+	var h Histogram
+	for range 1000 {
+		h.Record(50e6) // 50 ms
+	}
+	before := h.Snapshot()
+	for i := range 100 {
+		h.Record(int64(i)) // 0..99 ns
+	}
+	d := h.Snapshot()
+	d.Sub(&before)
+	if d.Total != 100 || d.Count() != 100 || d.Sum != 99*100/2 {
+		t.Fatalf("interval: total %d sum %d, want 100 and %d", d.Total, d.Sum, 99*100/2)
+	}
+	if q := d.Quantile(1); q > 100 {
+		t.Errorf("interval max quantile %v, want under 100: the earlier values are still counted", q)
+	}
+	if q := d.Quantile(0.5); q < 40 || q > 60 {
+		t.Errorf("interval p50 %v, want about 50", q)
+	}
+	var sum uint64
+	for _, c := range d.Counts {
+		sum += c
+	}
+	if sum != d.Total {
+		t.Errorf("counts sum to %d, Total %d", sum, d.Total)
+	}
+	// The same snapshot twice: nothing in between.
+	same := h.Snapshot()
+	same.Sub(&same)
+	if same.Total != 0 || same.Sum != 0 || same.Quantile(0.5) != 0 {
+		t.Errorf("snapshot minus itself: total %d sum %d", same.Total, same.Sum)
+	}
+	// A later snapshot taken away: no negative (wrapped) counts.
+	back := before
+	later := h.Snapshot()
+	back.Sub(&later)
+	if back.Total != 0 || back.Sum != 0 {
+		t.Errorf("earlier minus later: total %d sum %d, want 0", back.Total, back.Sum)
+	}
+}
+
 func TestConcurrentReaders(t *testing.T) {
 	var h Histogram
 	var wg sync.WaitGroup
