@@ -8,6 +8,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
 )
 
@@ -18,9 +19,18 @@ type status struct {
 	eng  *correlate.Engine
 	out  *output.Writer
 
-	last     time.Time
-	lastPkts [2]uint64
-	lastRecs uint64
+	last      time.Time
+	lastPkts  [2]uint64
+	lastRecs  uint64
+	lastStale hist.Snapshot
+}
+
+// statusInput is what a status line reports, read from the pipeline.
+type statusInput struct {
+	counts      output.Counts
+	writer      output.WriterStats
+	kernelDrops uint64
+	flows       int64
 }
 
 func newStatus(w io.Writer, c *capture.Capture, e *correlate.Engine, o *output.Writer) *status {
@@ -35,29 +45,36 @@ func (s *status) run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			fmt.Fprintln(s.w, s.line(now))
+			in := statusInput{counts: s.eng.Counts(), writer: s.out.Stats(),
+				kernelDrops: s.capt.Stats().KernelDrops, flows: s.eng.Stats().ActiveFlows}
+			fmt.Fprintln(s.w, s.line(now, &in))
 		}
 	}
 }
 
-func (s *status) line(now time.Time) string {
+// line formats the status at now: rates and staleness over the interval
+// since the previous line, totals since the start.
+func (s *status) line(now time.Time, in *statusInput) string {
 	dt := now.Sub(s.last).Seconds()
-	c := s.eng.Counts()
-	ws := s.out.Stats()
-	cs := s.capt.Stats()
-	es := s.eng.Stats()
+	c := &in.counts
+	ws := &in.writer
 	rate := func(cur, prev uint64) string { return si(float64(cur-prev) / dt) }
 	skipped := sum2(c.SkipMalloc) + sum2(c.SkipTCPCB) + sum2(c.SkipInPCB)
-	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  ring drops %d  queue %d/%d  flows %d  staleness p50 %s p99 %s",
+	stale := ws.Staleness
+	stale.Sub(&s.lastStale)
+	staleness := "p50 - p99 -" // no record in the interval
+	if stale.Count() > 0 {
+		staleness = "p50 " + Millis(stale.Quantile(0.5)) + " p99 " + Millis(stale.Quantile(0.99))
+	}
+	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  ring drops %d  queue %d/%d  flows %d  staleness %s",
 		now.Format("15:04:05"),
 		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
 		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
-		si(float64(skipped)), cs.KernelDrops, ws.QueueDepth, ws.QueueCap, es.ActiveFlows,
-		Millis(ws.Staleness.Quantile(0.5)), Millis(ws.Staleness.Quantile(0.99)))
+		si(float64(skipped)), in.kernelDrops, ws.QueueDepth, ws.QueueCap, in.flows, staleness)
 	if ws.WriteErrors > 0 {
 		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
 	}
-	s.last, s.lastPkts, s.lastRecs = now, c.Packets, ws.Records
+	s.last, s.lastPkts, s.lastRecs, s.lastStale = now, c.Packets, ws.Records, ws.Staleness
 	return line
 }
 

@@ -1,0 +1,52 @@
+package probe
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/siftr-probe/siftr-probe/internal/hist"
+	"github.com/siftr-probe/siftr-probe/output"
+)
+
+// TestStatusLineInterval checks that the status line's rates and staleness
+// quantiles cover the interval since the previous line, not the whole run.
+func TestStatusLineInterval(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 18, 7, 1, 0, time.Local)
+	s := &status{last: t0}
+	var h hist.Histogram
+	for range 1000 {
+		h.Record(int64(40 * time.Millisecond))
+	}
+	in := statusInput{
+		counts: output.Counts{Packets: [2]uint64{100, 1000}},
+		writer: output.WriterStats{Records: 1000, QueueCap: 1024, Staleness: h.Snapshot()},
+		flows:  2,
+	}
+	first := s.line(t0.Add(time.Second), &in)
+	q := Millis(in.writer.Staleness.Quantile(0.5)) // 40 ms, give or take the bucket width
+	if want := "18:07:02  in 100 pkt/s  out 1000 pkt/s  records 1000/s (1000)  skipped 0  ring drops 0  queue 0/1024  flows 2  staleness p50 " + q + " p99 " + q; first != want {
+		t.Errorf("first line:\n%s\nwant\n%s", first, want)
+	}
+
+	// The next second: 10 records, all 1 ms stale.
+	for range 10 {
+		h.Record(int64(time.Millisecond))
+	}
+	in.counts.Packets = [2]uint64{110, 1010}
+	in.writer.Records = 1010
+	in.writer.Staleness = h.Snapshot()
+	second := s.line(t0.Add(2*time.Second), &in)
+	if !strings.Contains(second, "records 10/s (1010)") || !strings.Contains(second, "in 10 pkt/s  out 10 pkt/s") {
+		t.Errorf("second line rates: %s", second)
+	}
+	if !strings.HasSuffix(second, "staleness p50 1.00ms p99 1.00ms") {
+		t.Errorf("second line: %s\nwant the staleness of the last second only (1 ms), not of the run (40 ms)", second)
+	}
+
+	// A second without records.
+	third := s.line(t0.Add(3*time.Second), &in)
+	if !strings.HasSuffix(third, "staleness p50 - p99 -") {
+		t.Errorf("third line: %s\nwant no staleness for an interval without records", third)
+	}
+}
