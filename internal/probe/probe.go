@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,7 +163,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	})
 	if err != nil {
 		closeAll()
-		return nil, setupErr("cannot write log file %s: %w", cfg.LogFile, unwrapPath(err))
+		return nil, explainLog(cfg.LogFile, err)
 	}
 	lookupers := make([]correlate.Lookuper, len(diags))
 	for i, d := range diags {
@@ -324,14 +325,43 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// unwrapPath drops the *os.PathError wrapper's repeated path.
-func unwrapPath(err error) error {
+// explainLog turns an error opening the log file into a one-line
+// SetupError, "cannot write log file PATH: REASON". The reason is the
+// writer's explanation ("is a symbolic link; refusing to follow it", "its
+// directory does not exist") if it gave one, else the system's; the
+// *os.PathError inside, which repeats the path, is left out of the message.
+func explainLog(path string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "output: ")
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return pe.Err
+		msg = strings.TrimSuffix(msg, ": "+pe.Error())
 	}
-	return err
+	reason := ""
+	if _, rest, ok := strings.Cut(msg, path); ok {
+		switch {
+		case strings.HasPrefix(rest, ": "): // "cannot create log file PATH: its directory does not exist"
+			reason = rest[2:]
+		case strings.HasPrefix(rest, " "): // "log file PATH is a directory"
+			reason = "it" + rest
+		}
+	}
+	if reason == "" {
+		reason = msg
+		if pe != nil {
+			reason = pe.Err.Error()
+		}
+	}
+	return &SetupError{&explained{fmt.Sprintf("cannot write log file %s: %s", path, reason), err}}
 }
+
+// explained is an error with a message of its own, wrapping the original.
+type explained struct {
+	msg string
+	err error
+}
+
+func (e *explained) Error() string { return e.msg }
+func (e *explained) Unwrap() error { return e.err }
 
 // addDiag sums two clients' counters, field by field (TestAddDiag checks
 // that no field of diag.Stats is left out).

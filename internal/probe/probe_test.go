@@ -1,10 +1,17 @@
 package probe
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // TestAddDiag sets every field of diag.Stats to a distinct value and checks
@@ -27,5 +34,56 @@ func TestAddDiag(t *testing.T) {
 		if got, want := vs.Field(i).Uint(), uint64(1001*(i+1)); got != want {
 			t.Errorf("addDiag: %s = %d, want %d", vs.Type().Field(i).Name, got, want)
 		}
+	}
+}
+
+// TestExplainLog checks the one-line messages for a log file that cannot be
+// opened: the writer's explanation survives, and the path is named once.
+func TestExplainLog(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(filepath.Join(dir, "target.log"), link); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"symlink", link, "cannot write log file " + link + ": it is a symbolic link; refusing to follow it"},
+		{"directory", dir, "cannot write log file " + dir + ": it is a directory"},
+		{"missing directory", filepath.Join(dir, "no", "siftr.log"), "cannot write log file " + filepath.Join(dir, "no", "siftr.log") + ": its directory does not exist"},
+		{"under a file", filepath.Join(file, "siftr.log"), "cannot write log file " + filepath.Join(file, "siftr.log") + ": not a directory"},
+	} {
+		_, err := output.OpenWriter(&output.WriterConfig{Path: tc.path, Workers: 1})
+		if err == nil {
+			t.Errorf("%s: OpenWriter succeeded", tc.name)
+			continue
+		}
+		e := explainLog(tc.path, err)
+		var se *SetupError
+		if !errors.As(e, &se) {
+			t.Errorf("%s: %T, want a *SetupError", tc.name, e)
+		}
+		msg := e.Error()
+		if msg != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, msg, tc.want)
+		}
+		if strings.Count(msg, tc.path) != 1 || strings.Contains(msg, "\n") || strings.Contains(msg, "output:") {
+			t.Errorf("%s: %q, want one line naming %s once", tc.name, msg, tc.path)
+		}
+		if !errors.Is(e, err) {
+			t.Errorf("%s: the explanation does not wrap the original error", tc.name)
+		}
+	}
+	denied := &os.PathError{Op: "open", Path: "/x.log", Err: syscall.EACCES}
+	if got, want := explainLog("/x.log", fmt.Errorf("output: cannot open log file /x.log: permission denied: %w", denied)).Error(), "cannot write log file /x.log: permission denied"; got != want {
+		t.Errorf("permission: %q, want %q", got, want)
+	}
+	generic := &os.PathError{Op: "open", Path: "/x.log", Err: syscall.EROFS}
+	if got, want := explainLog("/x.log", fmt.Errorf("output: open log file: %w", generic)).Error(), "cannot write log file /x.log: read-only file system"; got != want {
+		t.Errorf("no explanation: %q, want %q", got, want)
 	}
 }
