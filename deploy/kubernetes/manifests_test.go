@@ -33,8 +33,9 @@ import (
 const (
 	namespace = "siftr-probe"
 	name      = "siftr-probe"
-	// imageRepo is the repository the Dockerfile's documented buildx
-	// command pushes; TestImageIsTheDockerfileImage checks that.
+	// imageRepo is the image name the manifests use, which the documented
+	// `kustomize edit set image` maps to the image the user pushed;
+	// TestImageName checks the documents agree.
 	imageRepo = "ghcr.io/siftr-probe/siftr-probe"
 )
 
@@ -438,16 +439,38 @@ func TestPatchInterfaceAndPort(t *testing.T) {
 	}
 }
 
-// TestImageIsTheDockerfileImage checks that the DaemonSet runs the image the
-// Dockerfile's documented buildx command builds.
-func TestImageIsTheDockerfileImage(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "container", "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
+// TestImageName checks that every build recipe pushes to the user's
+// $IMAGE, not a fixed registry, and tells `kustomize edit set image` to
+// replace the image name the DaemonSet and kustomization use.
+func TestImageName(t *testing.T) {
+	docs := []string{
+		filepath.Join("..", "container", "Dockerfile"),
+		filepath.Join("..", "container", "README.md"),
+		filepath.Join("..", "README.md"),
+		filepath.Join("..", "..", "README.md"),
+		"README.md",
 	}
-	m := regexp.MustCompile(`(?m)-t\s+(\S+):\S+`).FindSubmatch(data)
-	if m == nil || string(m[1]) != imageRepo {
-		t.Fatalf("Dockerfile documents image %q, want %s", m, imageRepo)
+	setImage := regexp.MustCompile(`kustomize edit set image (\S+)=`)
+	push := regexp.MustCompile(`-t\s+(\S+)\s+--push`)
+	for _, f := range docs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := setImage.FindAllSubmatch(data, -1)
+		if len(names) == 0 {
+			t.Errorf("%s: no `kustomize edit set image %s=...`", f, imageRepo)
+		}
+		for _, m := range names {
+			if string(m[1]) != imageRepo {
+				t.Errorf("%s: kustomize edit set image %s=..., want the manifests' image name %s", f, m[1], imageRepo)
+			}
+		}
+		for _, m := range push.FindAllSubmatch(data, -1) {
+			if string(m[1]) != `"$IMAGE"` {
+				t.Errorf("%s: pushes -t %s, want -t \"$IMAGE\" (a registry of the user's)", f, m[1])
+			}
+		}
 	}
 	ds := readStrict[appsv1.DaemonSet](t, "daemonset.yaml")
 	if img := ds.Spec.Template.Spec.Containers[0].Image; !strings.HasPrefix(img, imageRepo+":") {
