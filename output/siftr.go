@@ -13,12 +13,13 @@ import (
 func SIFTR() Format { return &siftrFormat{} }
 
 // siftrFormat keeps the formatted state fields (7 to 27) of the last
-// snapshot it formatted: every packet that one lookup served shares them,
-// and formatting those numbers is most of the cost of a line.
+// snapshot it formatted: every packet that one lookup served shares them
+// (and the snapshot itself, see Record), and formatting those numbers is
+// most of the cost of a line. Holding the pointer keeps the snapshot alive,
+// so pointer identity is snapshot identity.
 type siftrFormat struct {
-	snap  diag.Snapshot
+	snap  *diag.Snapshot
 	state []byte
-	valid bool
 }
 
 // appendAddr appends a as SIFTR prints addresses: dotted quad for IPv4
@@ -56,9 +57,9 @@ func (f *siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, ',')
 	dst = appendUint(dst, uint64(remote.Port()))
 
-	if !f.valid || f.snap != *r.Snap {
+	if f.snap != r.Snap {
 		f.state = appendState(f.state[:0], r)
-		f.snap, f.valid = *r.Snap, true
+		f.snap = r.Snap
 	}
 	return append(dst, f.state...)
 }
