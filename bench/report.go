@@ -158,18 +158,18 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 	p("\n")
 
 	p("## Capture and cost (medians)\n\n")
-	p("| scenario | tool | offered pkts | captured | records | kernel drops | CPU s / M pkts | x tcpdump | peak RSS MB | traffic |\n")
-	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	p("| scenario | tool | offered pkts | captured | records | kernel drops | CPU s / M pkts | of which sys | x tcpdump | peak RSS MB | traffic |\n")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range results {
 		if r.err != "" {
-			p("| %s | (failed: %s) |||||||||\n", r.sc.name, oneLine(r.err))
+			p("| %s | (failed: %s) ||||||||||\n", r.sc.name, oneLine(r.err))
 			continue
 		}
 		tdCPU := med(r.variantRuns("tcpdump"), cpuPerM)
 		for i, v := range r.sc.variants {
 			runs := ok(r.runs[i])
 			if len(runs) == 0 {
-				p("| %s | %s | (no successful run: %s) ||||||||\n", r.sc.name, v.name, oneLine(firstErr(r.runs[i])))
+				p("| %s | %s | (no successful run: %s) |||||||||\n", r.sc.name, v.name, oneLine(firstErr(r.runs[i])))
 				continue
 			}
 			cpu := med(runs, cpuPerM)
@@ -182,10 +182,11 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 			if v.kind == kindSS {
 				captured, drops = "—", "—"
 			}
-			p("| %s | %s | %s | %s | %s | %s | %.3f | %s | %.1f | %s |\n", r.sc.name, v.name,
+			sys := med(runs, func(m *measurement) float64 { return m.SysCPU / (float64(m.Offered) / 1e6) })
+			p("| %s | %s | %s | %s | %s | %s | %.3f | %.3f | %s | %.1f | %s |\n", r.sc.name, v.name,
 				num(med(runs, func(m *measurement) float64 { return float64(m.Offered) })), captured,
 				num(med(runs, func(m *measurement) float64 { return float64(m.Records) })), drops,
-				cpu, ratio, med(runs, func(m *measurement) float64 { return float64(m.RSS) / 1e6 }),
+				cpu, sys, ratio, med(runs, func(m *measurement) float64 { return float64(m.RSS) / 1e6 }),
 				oneLine(runs[len(runs)/2].Traffic))
 		}
 	}
@@ -258,13 +259,13 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 		}
 	}
 
-	p("\n## Every run\n\n| scenario | run | tool | offered | captured | records | kernel drops | queue drops | CPU s | RSS MB | staleness p99 ms | identity | machine busy / steal | traffic | error |\n")
+	p("\n## Every run\n\n| scenario | run | tool | offered | captured | records | kernel drops | queue drops | CPU s (sys) | RSS MB | staleness p99 ms | identity | machine busy / steal | traffic | error |\n")
 	p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|\n")
 	for _, r := range results {
 		for i, v := range r.sc.variants {
 			for j, m := range r.runs[i] {
-				p("| %s | %d | %s | %d | %d | %d | %d | %d | %.2f | %.1f | %.2f | %v | %.0f%% / %.1f%% | %s | %s |\n", r.sc.name, j+1, v.name,
-					m.Offered, m.Captured, m.Records, m.KernelDrops, m.QueueDrops, m.CPU, float64(m.RSS)/1e6, m.StaleP99,
+				p("| %s | %d | %s | %d | %d | %d | %d | %d | %.2f (%.2f) | %.1f | %.2f | %v | %.0f%% / %.1f%% | %s | %s |\n", r.sc.name, j+1, v.name,
+					m.Offered, m.Captured, m.Records, m.KernelDrops, m.QueueDrops, m.CPU, m.SysCPU, float64(m.RSS)/1e6, m.StaleP99,
 					v.kind == kindProbe && m.Identity, m.Busy*100, m.Steal*100, oneLine(m.Traffic), oneLine(m.Err))
 			}
 		}

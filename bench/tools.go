@@ -116,6 +116,10 @@ func cpuSeconds(ps *os.ProcessState) float64 {
 	return (ps.UserTime() + ps.SystemTime()).Seconds()
 }
 
+// sysSeconds is the system part of cpuSeconds: the kernel's work in the
+// process's syscalls, plus softirq work that ran while it was in the kernel.
+func sysSeconds(ps *os.ProcessState) float64 { return ps.SystemTime().Seconds() }
+
 // hwmWatch follows a child's peak RSS (VmHWM in /proc/PID/status) until
 // stop is called. The rusage ru_maxrss of a child cannot be used: Linux
 // carries the parent's high-water mark over into the child at exec, so it
@@ -309,6 +313,7 @@ type measurement struct {
 	SkipInPCB     uint64
 	SampledOut    uint64
 	CPU           float64 // seconds, user+system
+	SysCPU        float64 // seconds, system
 	RSS           uint64
 	StaleP50      float64 // ms
 	StaleP99      float64
@@ -388,7 +393,7 @@ func (p *probeTool) end(m *measurement) error {
 	if err != nil {
 		return fmt.Errorf("siftr-probe: %v: %s", err, strings.TrimSpace(p.stderr.String()))
 	}
-	m.CPU = cpuSeconds(p.cmd.ProcessState)
+	m.CPU, m.SysCPU = cpuSeconds(p.cmd.ProcessState), sysSeconds(p.cmd.ProcessState)
 	b, err := os.ReadFile(p.statsPath())
 	if err != nil {
 		return err
@@ -482,7 +487,7 @@ func (t *tcpdumpTool) end(m *measurement) error {
 	if err != nil && t.cmd.ProcessState == nil {
 		return err
 	}
-	m.CPU = cpuSeconds(t.cmd.ProcessState)
+	m.CPU, m.SysCPU = cpuSeconds(t.cmd.ProcessState), sysSeconds(t.cmd.ProcessState)
 	out := t.stderr.String()
 	c, d := reCaptured.FindStringSubmatch(out), reDropped.FindStringSubmatch(out)
 	if c == nil || d == nil {
@@ -500,7 +505,7 @@ type ssTool struct {
 	stop      chan struct{}
 	done      chan struct{}
 	started   time.Time
-	cpu       float64
+	cpu, sys  float64
 	snaps     uint64
 	socks     uint64
 	err       error
@@ -509,7 +514,7 @@ type ssTool struct {
 func (s *ssTool) begin(ctx context.Context) error {
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	s.started = time.Now()
-	s.cpu, s.snaps, s.socks, s.err = 0, 0, 0, nil
+	s.cpu, s.sys, s.snaps, s.socks, s.err = 0, 0, 0, 0, nil
 	go func() {
 		defer close(s.done)
 		for {
@@ -528,6 +533,7 @@ func (s *ssTool) begin(ctx context.Context) error {
 				return
 			}
 			s.cpu += cpuSeconds(cmd.ProcessState)
+			s.sys += sysSeconds(cmd.ProcessState)
 			s.snaps++
 			// Each socket is a state line followed by an indented info line.
 			for _, ln := range strings.Split(out.String(), "\n") {
@@ -544,7 +550,7 @@ func (s *ssTool) end(m *measurement) error {
 	close(s.stop)
 	<-s.done
 	m.Wall = time.Since(s.started).Seconds()
-	m.CPU, m.Snapshots, m.SockLines = s.cpu, s.snaps, s.socks
+	m.CPU, m.SysCPU, m.Snapshots, m.SockLines = s.cpu, s.sys, s.snaps, s.socks
 	m.Records = s.socks
 	return s.err
 }
