@@ -6,7 +6,9 @@
 // group with a group id the kernel picks, so packets handled by one CPU
 // always land in the same ring. A classic BPF filter in the kernel keeps
 // IPv4 and IPv6 TCP segments (on Config.Port if set) and copies only their
-// first 256 bytes into the ring. Run reads each ring on its own goroutine,
+// headers into the ring (up to the end of the TCP header, or the first 256
+// bytes where user space walks the headers: VLAN tags in the frame, IPv6
+// extension headers). Run reads each ring on its own goroutine,
 // decodes every frame of a retired block into a reused []Packet (timestamp,
 // direction from sll_pkttype, addresses, ports, seq, ack, flags, window,
 // payload length) and passes the block to a Handler. Frames that are not

@@ -11,16 +11,25 @@ const (
 	// skfNetOff makes an absolute or indirect load relative to the skb's
 	// network header instead of the start of the frame (SKF_NET_OFF).
 	skfNetOff = 0xfff00000 // -0x100000 as a uint32
-	// filterSnapLen is what an accepting filter returns: the number of bytes
-	// of the frame the kernel copies into the ring. It covers Ethernet, two
-	// VLAN tags, an IPv4 header with options or an IPv6 header with a few
-	// extension headers, and a TCP header with options.
+	// filterSnapLen is what the filter returns for frames it leaves to user
+	// space to decode (VLAN tags in the frame, IPv6 extension headers): the
+	// number of bytes of the frame the kernel copies into the ring. It covers
+	// Ethernet, two VLAN tags, an IPv6 header with a few extension headers,
+	// and a TCP header with options.
 	filterSnapLen = 256
+	// linkAllowance is what the filter adds for the link-layer header when
+	// it returns the exact length of the IP and TCP headers: it reads them
+	// relative to the network header and cannot see how long the link-layer
+	// header is (14 bytes on Ethernet and lo, 0 on tun, 24 on IPoIB).
+	linkAllowance = 32
 )
 
 // filterProgram returns the classic BPF program the rings attach: it keeps
 // IPv4 and IPv6 TCP segments with port as source or destination port (any
-// port when port is 0) and cuts them to filterSnapLen bytes.
+// port when port is 0) and cuts them after the TCP header (plus
+// linkAllowance), or to filterSnapLen bytes when it leaves the headers to
+// user space. Copying only the headers keeps frames small: about 170 bytes
+// of ring per packet instead of 340, so a ring holds twice as many.
 //
 // The program is link-type independent: it reads the EtherType from the
 // skb's protocol (the SKF_AD_PROTOCOL ancillary load) and the IP and TCP
@@ -49,15 +58,20 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.jeq(ipProtoTCP, "", "reject")
 	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 2}) // flags, fragment offset
 	a.jset(0x1fff, "reject", "")
+	a.add(bpf.LoadMemShift{Off: skfNetOff}) // X = IHL*4
 	if port != 0 {
-		a.add(bpf.LoadMemShift{Off: skfNetOff}) // X = IHL*4
 		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2})
-		a.jeq(uint32(port), "accept", "")
+		a.jeq(uint32(port), "tcp4len", "")
 		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
-		a.jeq(uint32(port), "accept", "reject")
-	} else {
-		a.jump("accept")
+		a.jeq(uint32(port), "", "reject")
 	}
+	a.label("tcp4len") // snap length: link allowance + IHL*4 + TCP data offset*4
+	a.add(bpf.LoadIndirect{Off: skfNetOff + 12, Size: 1})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+	a.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: linkAllowance})
+	a.add(bpf.RetA{})
 
 	a.label("ipv6")
 	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 1}) // next header
@@ -70,10 +84,16 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.label("tcp6")
 	if port != 0 {
 		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header, Size: 2})
-		a.jeq(uint32(port), "accept", "")
+		a.jeq(uint32(port), "tcp6len", "")
 		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header + 2, Size: 2})
-		a.jeq(uint32(port), "accept", "reject")
+		a.jeq(uint32(port), "", "reject")
 	}
+	a.label("tcp6len") // snap length: link allowance + 40 + TCP data offset*4
+	a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header + 12, Size: 1})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: ipv6Header + linkAllowance})
+	a.add(bpf.RetA{})
 
 	a.label("accept")
 	a.add(bpf.RetConstant{Val: filterSnapLen})

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -69,8 +70,18 @@ func runFilter(t *testing.T, prog []bpf.RawInstruction, pkt []byte, net int, pro
 			} else {
 				pc += int(ins.Jf)
 			}
+		case op == 0x54: // BPF_ALU|BPF_AND|BPF_K
+			a &= ins.K
+		case op == 0x74: // BPF_ALU|BPF_RSH|BPF_K
+			a >>= ins.K
+		case op == 0x04: // BPF_ALU|BPF_ADD|BPF_K
+			a += ins.K
+		case op == 0x0c: // BPF_ALU|BPF_ADD|BPF_X
+			a += x
 		case op == 0x06: // BPF_RET|BPF_K
 			return ins.K
+		case op == 0x16: // BPF_RET|BPF_A
+			return a
 		default:
 			t.Fatalf("instruction %d: opcode %#x not interpreted", pc, ins.Op)
 		}
@@ -130,20 +141,45 @@ func TestFilter(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := runFilter(t, prog, b, net, proto)
-			want := uint32(0)
-			if c.want[p] {
-				want = filterSnapLen
+			if (got != 0) != c.want[p] {
+				t.Errorf("%s, port %d: filter returned %d, want accepted = %v", c.name, p, got, c.want[p])
 			}
-			if got != want {
-				t.Errorf("%s, port %d: filter returned %d, want %d", c.name, p, got, want)
+			if got == 0 {
+				continue
 			}
+			checkSnapLen(t, fmt.Sprintf("%s, port %d", c.name, p), c.f, b, got)
 			if len(c.f.vlans) == 0 && c.proto == 0 {
 				// A device without a link-layer header (tun): the network
 				// header is at 0 and the filter must give the same answer.
-				if got := runFilter(t, prog, b[ethHeaderLen:], 0, proto); got != want {
-					t.Errorf("%s, port %d, no link header: filter returned %d, want %d", c.name, p, got, want)
+				if got := runFilter(t, prog, b[ethHeaderLen:], 0, proto); (got != 0) != c.want[p] {
+					t.Errorf("%s, port %d, no link header: filter returned %d, want accepted = %v", c.name, p, got, c.want[p])
 				}
 			}
+		}
+	}
+}
+
+// checkSnapLen checks the snap length the filter returned for frame b (f
+// built): the frame cut to it decodes exactly as the whole frame does, and
+// when the filter measured the headers itself (no VLAN tag in the frame, no
+// IPv6 extension header) it copies no more than the headers and the link
+// allowance.
+func checkSnapLen(t *testing.T, what string, f frame, b []byte, snap uint32) {
+	t.Helper()
+	cut := b[:min(int(snap), len(b))]
+	var whole, part Packet
+	errWhole := DecodeEthernet(b, len(b), &whole)
+	errPart := DecodeEthernet(cut, len(b), &part)
+	if errWhole != errPart || whole != part {
+		t.Errorf("%s: cut to %d bytes decodes as %+v (%v), whole frame as %+v (%v)", what, snap, part, errPart, whole, errWhole)
+	}
+	if len(f.vlans) == 0 && len(f.ext) == 0 {
+		ipLen := ipv6Header
+		if f.src.Addr().Is4() {
+			ipLen = 20 + f.ipv4Opts
+		}
+		if want := uint32(linkAllowance + ipLen + 20 + f.tcpOpts); snap != want {
+			t.Errorf("%s: snap length %d, want %d (link allowance + IP and TCP headers)", what, snap, want)
 		}
 	}
 }
