@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -46,12 +47,13 @@ Usage:
   siftr-probe demo [--duration D] [--logfile PATH]
 
 Examples:
-  siftr-probe --iface eth0 --port 5201                 # iperf3 traffic to /var/log/siftr.log
+  siftr-probe --iface eth0 --port 5201                 # to /var/log/siftr.log
   siftr-probe --iface eth0 --port 5201 --logfile -     # to stdout
-  siftr-probe --iface eth0 --port 443 --ppl 10 --duration 1m --logfile /tmp/s.log
+  siftr-probe --iface eth0 --port 443 --ppl 10 --duration 1m --logfile s.log
   siftr-probe --iface lo --port 8080 --format jsonl --logfile -
-  siftr-probe --iface eth0 --metrics-addr 127.0.0.1:9721   # also Prometheus /metrics, /healthz
-  sudo siftr-probe demo                                 # a self-contained lab run
+  siftr-probe --iface eth0 --port 5201 --netns /var/run/netns/blue
+  siftr-probe --iface eth0 --port 5201 --metrics-addr 127.0.0.1:9721
+  sudo siftr-probe demo                                # a lab run, ~10 s
 
 Flags (each also read from the environment as SIFTR_PROBE_<FLAG>, e.g.
 SIFTR_PROBE_IFACE=eth0; a flag on the command line wins):
@@ -70,7 +72,7 @@ Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error.
 type options struct {
 	cfg     probe.Config
 	port    int
-	ppl     uint
+	ppl     int
 	quiet   bool
 	version bool
 	status  time.Duration
@@ -78,45 +80,150 @@ type options struct {
 	cpuprof string
 }
 
-func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("siftr-probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := newQuietFlagSet("siftr-probe")
 	c := &o.cfg
-	fs.StringVar(&c.Iface, "iface", "", "capture on this `interface` (required), e.g. eth0, lo")
-	fs.IntVar(&o.port, "port", 0, "log TCP packets whose source or destination is this `port`; 0 = all TCP")
-	fs.UintVar(&o.ppl, "ppl", 1, "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
-	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to this `file`; - = stdout")
-	fs.StringVar(&c.Format, "format", "siftr", "log `format`: siftr (SIFTR 1.3.0 text) or jsonl (JSON lines, more fields)")
-	fs.IntVar(&c.Workers, "workers", 0, "capture rings, one `per` CPU in a fanout group; 0 = all online CPUs")
-	fs.DurationVar(&c.BlockTimeout, "block-timeout", time.Millisecond, "ring block `timeout`: the most a packet waits in the ring (lower = fresher snapshots, more CPU)")
-	fs.Var(sizeFlag{&c.BlockSize}, "block-size", "ring block `size` in bytes (k/M suffixes); default 128k")
-	fs.Var(sizeFlag{&c.RingSize}, "ring-size", "`bytes` per ring (k/M suffixes); default 8M")
-	fs.DurationVar(&c.Duration, "duration", 0, "stop after this `long`; 0 = until Ctrl-C or SIGTERM")
-	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in this network namespace (`path` such as /var/run/netns/NAME or /proc/PID/ns/net)")
-	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr this `often`")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on this `address` (host:port, e.g. 127.0.0.1:9721); off when empty")
-	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to this `file` (counts, drops, staleness, CPU, peak RSS)")
-	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to this `file` (for go tool pprof)")
+	// A word in backquotes is the value's placeholder in --help.
+	fs.StringVar(&c.Iface, "iface", "", "capture on interface `IFACE` (required), e.g. eth0, lo")
+	fs.IntVar(&o.port, "port", 0, "log TCP packets whose source or destination port is `PORT`; 0 = all TCP")
+	fs.IntVar(&o.ppl, "ppl", 1, "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
+	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to file `PATH`, created 0644 and never opened through a symlink; - writes it to stdout")
+	fs.StringVar(&c.Format, "format", "siftr", "log `FORMAT`: siftr for SIFTR 1.3.0 text, jsonl for JSON lines with more fields")
+	fs.IntVar(&c.Workers, "workers", 0, "`N` capture rings, one per CPU, in a fanout group; 0 = all online CPUs")
+	fs.DurationVar(&c.BlockTimeout, "block-timeout", time.Millisecond, "ring block timeout `D` (whole milliseconds): the longest a packet waits in its ring; lower = fresher snapshots, more CPU")
+	fs.Var(sizeFlag{&c.BlockSize}, "block-size", "ring block size `SIZE` in bytes, k/M suffixes allowed (default 128k)")
+	fs.Var(sizeFlag{&c.RingSize}, "ring-size", "`SIZE` of each ring in bytes, k/M suffixes allowed (default 8M)")
+	fs.DurationVar(&c.Duration, "duration", 0, "stop after `D` (e.g. 30s, 5m); 0 = run until Ctrl-C or SIGTERM")
+	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in the network namespace at `PATH` (/var/run/netns/NAME, /proc/PID/ns/net)")
+	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr every `D`; 0 = none")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port, e.g. 127.0.0.1:9721); off when empty")
+	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to file `PATH` (counts, drops, staleness, CPU, peak RSS)")
+	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to file `PATH` (for go tool pprof)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHead)
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, usageTail)
-	}
 	return fs
+}
+
+// newQuietFlagSet returns a flag set that prints nothing itself: parse
+// errors become one line (see flagError), and --help is printed by the
+// caller.
+func newQuietFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// printFlags lists the flags of fs, in the order they were defined, the
+// way --help shows them: "--name PLACEHOLDER", then the description and
+// the default below it, wrapped at 79 columns.
+func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
+	done := map[string]bool{}
+	show := func(f *flag.Flag) {
+		if done[f.Name] {
+			return
+		}
+		done[f.Name] = true
+		arg, usage := flag.UnquoteUsage(f)
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			arg = ""
+		}
+		head := "  --" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		switch f.DefValue {
+		case "", "0", "0s", "false":
+		default:
+			usage += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintln(w, head)
+		line := "       "
+		for _, word := range strings.Fields(usage) {
+			if len(line)+1+len(word) > 79 && len(line) > 8 {
+				fmt.Fprintln(w, line)
+				line = "       "
+			}
+			line += " " + word
+		}
+		fmt.Fprintln(w, line)
+	}
+	for _, name := range order {
+		if f := fs.Lookup(name); f != nil {
+			show(f)
+		}
+	}
+	fs.VisitAll(show)
+}
+
+// flagOrder is the order of the flags in --help: most used first.
+var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "duration", "netns",
+	"metrics-addr", "status-interval", "quiet", "stats-file",
+	"workers", "block-timeout", "block-size", "ring-size", "cpuprofile", "version"}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	printFlags(w, newFlagSet(&options{}), flagOrder)
+	fmt.Fprint(w, "  --help\n        print this help and exit\n")
+	fmt.Fprint(w, usageTail)
+}
+
+// flagError rewrites a flag package parse error as one line in the
+// command's own terms ("bad --port \"abc\": not a whole number").
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if m := reInvalid.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("bad --%s %q: %s", m[2], m[1], valueProblem(fs.Lookup(m[2]), m[3]))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s", name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("--%s needs a value", name)
+	}
+	return err
+}
+
+var reInvalid = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-([^:]+): (.*)$`)
+
+// valueProblem says what is wrong with a value the flag f could not take;
+// reason is the error of f's Set.
+func valueProblem(f *flag.Flag, reason string) string {
+	switch reason {
+	case "value out of range":
+		return "out of range"
+	case "parse error":
+	default:
+		return reason
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return "not a valid value"
+	}
+	switch g.Get().(type) {
+	case int, int64, uint, uint64:
+		return "not a whole number"
+	case time.Duration:
+		return "not a duration (e.g. 500ms, 30s, 5m)"
+	case bool:
+		return "not true or false"
+	}
+	return "not a valid value"
 }
 
 // parse reads args and the environment into options. It returns a usage
 // error for anything invalid.
-func parse(args []string, stderr io.Writer, getenv func(string) string) (*options, *flag.FlagSet, error) {
+func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, error) {
 	o := &options{}
-	fs := newFlagSet(o, stderr)
+	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
-		return nil, fs, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, fs, err
+		}
+		return nil, fs, flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fs, fmt.Errorf("unexpected argument %q (flags start with --; see --help)", fs.Arg(0))
+		return nil, fs, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	if err := applyEnv(fs, getenv); err != nil {
 		return nil, fs, err
@@ -130,17 +237,23 @@ func parse(args []string, stderr io.Writer, getenv func(string) string) (*option
 	if o.port < 0 || o.port > 65535 {
 		return nil, fs, fmt.Errorf("bad --port %d: must be 0 (all) to 65535", o.port)
 	}
-	if o.ppl == 0 || o.ppl > 1<<31 {
+	if o.ppl < 1 {
 		return nil, fs, fmt.Errorf("bad --ppl %d: must be 1 (every packet) or more", o.ppl)
+	}
+	if o.ppl > 1<<31 {
+		return nil, fs, fmt.Errorf("bad --ppl %d: must be at most %d", o.ppl, 1<<31)
 	}
 	if o.cfg.BlockTimeout < time.Millisecond || o.cfg.BlockTimeout%time.Millisecond != 0 {
 		return nil, fs, fmt.Errorf("bad --block-timeout %s: must be a whole number of milliseconds, at least 1ms", o.cfg.BlockTimeout)
 	}
 	if o.cfg.Workers < 0 {
-		return nil, fs, fmt.Errorf("bad --workers %d", o.cfg.Workers)
+		return nil, fs, fmt.Errorf("bad --workers %d: must be 0 (all online CPUs) or more", o.cfg.Workers)
 	}
 	if o.cfg.Duration < 0 {
-		return nil, fs, fmt.Errorf("bad --duration %s", o.cfg.Duration)
+		return nil, fs, fmt.Errorf("bad --duration %s: must be 0 (until stopped) or more", o.cfg.Duration)
+	}
+	if o.status < 0 {
+		return nil, fs, fmt.Errorf("bad --status-interval %s: must be 0 (none) or more", o.status)
 	}
 	if o.cfg.Format != "siftr" && o.cfg.Format != "jsonl" {
 		return nil, fs, fmt.Errorf("bad --format %q: must be siftr or jsonl", o.cfg.Format)
@@ -166,7 +279,7 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		key := EnvName(f.Name)
 		if v := getenv(key); v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("bad %s=%q: %v", key, v, e)
+				err = fmt.Errorf("bad %s=%q: %s", key, v, valueProblem(f, e.Error()))
 			}
 		}
 	})
@@ -182,18 +295,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "demo" {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	}
-	o, fs, err := parse(args, stderr, os.Getenv)
+	o, _, err := parse(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
 		return exitOK
 	}
 	if err != nil {
-		if !strings.HasPrefix(err.Error(), "flag provided but not defined") && !strings.Contains(err.Error(), "invalid value") {
-			fmt.Fprintf(stderr, "siftr-probe: %v\n", err)
-		}
-		fmt.Fprintln(stderr, "run 'siftr-probe --help' for usage")
+		fmt.Fprintf(stderr, "siftr-probe: %v\nrun 'siftr-probe --help' for usage\n", err)
 		return exitUsage
 	}
-	_ = fs
 	if o.version {
 		fmt.Fprintln(stdout, buildinfo.Get())
 		return exitOK
@@ -247,13 +357,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("siftr-probe demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newQuietFlagSet("siftr-probe demo")
 	cfg := demo.Config{}
-	fs.DurationVar(&cfg.Duration, "duration", 4*time.Second, "length of each transfer (`duration`)")
-	fs.StringVar(&cfg.LogFile, "logfile", "siftr-demo.log", "write the demo's log to this `file`")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `siftr-probe demo: a self-contained lab run (needs root).
+	fs.DurationVar(&cfg.Duration, "duration", 4*time.Second, "length `D` of each transfer")
+	fs.StringVar(&cfg.LogFile, "logfile", "siftr-demo.log", "write the demo's log to file `PATH`")
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, `siftr-probe demo: a self-contained lab run (needs root).
 
 It builds two network namespaces joined by a veth pair with a TBF rate limit,
 runs built-in TCP bulk transfers on port 5201 over IPv4 and IPv6, captures on
@@ -262,12 +371,18 @@ removed at the end, also on Ctrl-C. No external program is needed.
 
 Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(w, fs, []string{"duration", "logfile"})
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "siftr-probe demo: %v\nrun 'siftr-probe demo --help' for usage\n", flagError(fs, err))
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "siftr-probe demo: unexpected argument %q\nrun 'siftr-probe demo --help' for usage\n", fs.Arg(0))
 		return exitUsage
 	}
 	cfg.Stdout, cfg.Stderr = stdout, stderr
@@ -305,7 +420,7 @@ func (s sizeFlag) Set(v string) error {
 	}
 	n, err := strconv.Atoi(t)
 	if err != nil || n <= 0 {
-		return fmt.Errorf("not a size: %q (e.g. 131072, 128k, 8M)", v)
+		return errors.New("not a size (e.g. 131072, 128k, 8M)")
 	}
 	*s.p = n * mult
 	return nil

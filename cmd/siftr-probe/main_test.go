@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ import (
 func TestParseFlags(t *testing.T) {
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
-	o, _, err := parse([]string{"--iface", "eth0", "--port", "5201", "--ppl", "10", "--block-timeout", "2ms", "--ring-size", "16M"}, &bytes.Buffer{}, getenv)
+	o, _, err := parse([]string{"--iface", "eth0", "--port", "5201", "--ppl", "10", "--block-timeout", "2ms", "--ring-size", "16M"}, getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func TestParseFlags(t *testing.T) {
 func TestParseEnvironment(t *testing.T) {
 	env := map[string]string{"SIFTR_PROBE_IFACE": "lo", "SIFTR_PROBE_PORT": "80", "SIFTR_PROBE_BLOCK_TIMEOUT": "3ms", "SIFTR_PROBE_QUIET": "true"}
 	getenv := func(k string) string { return env[k] }
-	o, _, err := parse([]string{"--port", "443"}, &bytes.Buffer{}, getenv)
+	o, _, err := parse([]string{"--port", "443"}, getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,34 +35,67 @@ func TestParseEnvironment(t *testing.T) {
 		t.Errorf("flags must win over the environment, the environment over defaults: %+v quiet=%v", o.cfg, o.quiet)
 	}
 	env["SIFTR_PROBE_PPL"] = "x"
-	if _, _, err := parse(nil, &bytes.Buffer{}, getenv); err == nil || !strings.Contains(err.Error(), "SIFTR_PROBE_PPL") {
+	if _, _, err := parse(nil, getenv); err == nil || err.Error() != `bad SIFTR_PROBE_PPL="x": not a whole number` {
 		t.Errorf("bad environment value: err = %v, want one naming SIFTR_PROBE_PPL", err)
 	}
 }
 
-// TestUsageErrors checks the one-line errors and exit status 2 of bad arguments.
+// TestUsageErrors checks the one-line errors and exit status 2 of bad
+// arguments: the error, then a pointer to --help, and nothing else.
 func TestUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{}, "--iface is required"},
-		{[]string{"--iface", "lo", "--port", "70000"}, "bad --port 70000"},
-		{[]string{"--iface", "lo", "--port", "-1"}, "bad --port -1"},
-		{[]string{"--iface", "lo", "--ppl", "0"}, "bad --ppl 0"},
-		{[]string{"--iface", "lo", "--block-timeout", "500us"}, "bad --block-timeout"},
-		{[]string{"--iface", "lo", "--format", "xml"}, "bad --format"},
-		{[]string{"--iface", "lo", "--ring-size", "lots"}, "not a size"},
-		{[]string{"--iface", "lo", "stray"}, "unexpected argument"},
-		{[]string{"--bogus"}, "flag provided but not defined"},
+		{[]string{}, "--iface is required (for example --iface eth0; list interfaces with: ip link)"},
+		{[]string{"--iface", "lo", "--port", "70000"}, "bad --port 70000: must be 0 (all) to 65535"},
+		{[]string{"--iface", "lo", "--port", "-1"}, "bad --port -1: must be 0 (all) to 65535"},
+		{[]string{"--iface", "lo", "--port", "abc"}, `bad --port "abc": not a whole number`},
+		{[]string{"--iface", "lo", "--port", "99999999999999999999"}, `bad --port "99999999999999999999": out of range`},
+		{[]string{"--iface", "lo", "--ppl", "0"}, "bad --ppl 0: must be 1 (every packet) or more"},
+		{[]string{"--iface", "lo", "--ppl", "-1"}, "bad --ppl -1: must be 1 (every packet) or more"},
+		{[]string{"--iface", "lo", "--ppl", "4294967296"}, "bad --ppl 4294967296: must be at most 2147483648"},
+		{[]string{"--iface", "lo", "--block-timeout", "500us"}, "bad --block-timeout 500µs: must be a whole number of milliseconds, at least 1ms"},
+		{[]string{"--iface", "lo", "--duration", "5"}, `bad --duration "5": not a duration (e.g. 500ms, 30s, 5m)`},
+		{[]string{"--iface", "lo", "--duration", "-1s"}, "bad --duration -1s: must be 0 (until stopped) or more"},
+		{[]string{"--iface", "lo", "--status-interval", "-1s"}, "bad --status-interval -1s: must be 0 (none) or more"},
+		{[]string{"--iface", "lo", "--workers", "-1"}, "bad --workers -1: must be 0 (all online CPUs) or more"},
+		{[]string{"--iface", "lo", "--format", "xml"}, `bad --format "xml": must be siftr or jsonl`},
+		{[]string{"--iface", "lo", "--ring-size", "lots"}, `bad --ring-size "lots": not a size (e.g. 131072, 128k, 8M)`},
+		{[]string{"--iface", "lo", "--quiet=maybe"}, `bad --quiet "maybe": not true or false`},
+		{[]string{"--iface", "lo", "stray"}, `unexpected argument "stray" (flags start with --)`},
+		{[]string{"--bogus"}, "unknown flag --bogus"},
+		{[]string{"--iface"}, "--iface needs a value"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)
 		if code != exitUsage {
 			t.Errorf("%q: exit %d, want %d", tc.args, code, exitUsage)
 		}
-		if !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%q: stderr %q, want it to contain %q", tc.args, stderr.String(), tc.want)
+		if want := "siftr-probe: " + tc.want + "\nrun 'siftr-probe --help' for usage\n"; stderr.String() != want {
+			t.Errorf("%q: stderr\n%s\nwant\n%s", tc.args, stderr.String(), want)
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("%q: stdout %q", tc.args, stdout.String())
+		}
+	}
+}
+
+func TestDemoUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"demo", "--duration", "x"}, `bad --duration "x": not a duration (e.g. 500ms, 30s, 5m)`},
+		{[]string{"demo", "--port", "1"}, "unknown flag --port"},
+		{[]string{"demo", "now"}, `unexpected argument "now"`},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), tc.args, &stdout, &stderr); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d", tc.args, code, exitUsage)
+		}
+		if want := "siftr-probe demo: " + tc.want + "\nrun 'siftr-probe demo --help' for usage\n"; stderr.String() != want {
+			t.Errorf("%q: stderr\n%s\nwant\n%s", tc.args, stderr.String(), want)
 		}
 	}
 }
@@ -71,10 +105,37 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run(context.Background(), []string{"--help"}, &stdout, &stderr); code != exitOK {
 		t.Errorf("--help exit %d", code)
 	}
-	for _, want := range []string{"--iface", "--ppl", "Examples:", "SIFTR_PROBE_", "CAP_NET_RAW", "demo"} {
-		if !strings.Contains(stderr.String(), want) {
+	help := stdout.String()
+	for _, want := range []string{"Examples:", "SIFTR_PROBE_", "CAP_NET_RAW", "demo",
+		"\n  --iface IFACE\n", "\n  --port PORT\n", "\n  --ppl N\n", "\n  --logfile PATH\n",
+		"\n  --format FORMAT\n", "\n  --workers N\n", "\n  --block-timeout D\n", "\n  --block-size SIZE\n",
+		"\n  --ring-size SIZE\n", "\n  --duration D\n", "\n  --netns PATH\n", "\n  --status-interval D\n",
+		"\n  --metrics-addr ADDR\n", "\n  --stats-file PATH\n", "\n  --cpuprofile PATH\n", "\n  --quiet\n",
+		"\n  --version\n", "\n  --help\n", "(default /var/log/siftr.log)", "(default 5s)"} {
+		if !strings.Contains(help, want) {
 			t.Errorf("--help lacks %q", want)
 		}
+	}
+	// Every flag is listed, once.
+	newFlagSet(&options{}).VisitAll(func(f *flag.Flag) {
+		if n := strings.Count(help, "\n  --"+f.Name+" ") + strings.Count(help, "\n  --"+f.Name+"\n"); n != 1 {
+			t.Errorf("--help lists --%s %d times", f.Name, n)
+		}
+	})
+	for i, ln := range strings.Split(help, "\n") {
+		if len([]rune(ln)) > 80 {
+			t.Errorf("--help line %d is %d columns: %q", i+1, len([]rune(ln)), ln)
+		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("--help wrote to stderr: %q", stderr.String())
+	}
+	stdout.Reset()
+	if code := run(context.Background(), []string{"demo", "--help"}, &stdout, &stderr); code != exitOK {
+		t.Errorf("demo --help exit %d", code)
+	}
+	if !strings.Contains(stdout.String(), "\n  --duration D\n") || !strings.Contains(stdout.String(), "\n  --logfile PATH\n") {
+		t.Errorf("demo --help:\n%s", stdout.String())
 	}
 	stdout.Reset()
 	if code := run(context.Background(), []string{"--version"}, &stdout, &stderr); code != exitOK || !strings.HasPrefix(stdout.String(), "siftr-probe ") {
