@@ -25,15 +25,33 @@ import (
 
 // Exit statuses.
 const (
-	exitOK    = 0
-	exitError = 1 // the run failed after it started
-	exitUsage = 2 // bad arguments or set-up: nothing was logged
+	exitOK     = 0
+	exitError  = 1   // the run failed after it started
+	exitUsage  = 2   // bad arguments or set-up: nothing was logged
+	exitForced = 130 // a second SIGINT or SIGTERM cut the drain short
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go stopOnSignals(sigs, cancel, os.Stderr, os.Exit)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// stopOnSignals cancels the run on the first SIGINT or SIGTERM from sigs,
+// for a graceful stop: capture stops, queued records are written, then the
+// disable line. A second one, while that drain is under way (output stuck
+// on a full pipe or a slow disk), says so on stderr and calls exit.
+func stopOnSignals(sigs <-chan os.Signal, cancel context.CancelFunc, stderr io.Writer, exit func(int)) {
+	<-sigs
+	cancel()
+	name := "SIGTERM"
+	if <-sigs == os.Interrupt {
+		name = "SIGINT"
+	}
+	fmt.Fprintf(stderr, "siftr-probe: second %s: exiting before the drain is done: queued records may be lost, and the disable line missing\n", name)
+	exit(exitForced)
 }
 
 const usageHead = `siftr-probe: per-packet TCP state for Linux, as FreeBSD's SIFTR logs it.
@@ -61,11 +79,13 @@ SIFTR_PROBE_IFACE=eth0; a flag on the command line wins):
 
 const usageTail = `
 Needs CAP_NET_RAW (root) to capture; --netns also needs CAP_SYS_ADMIN.
-Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line.
+Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line;
+a second Ctrl-C or SIGTERM exits at once (queued records may be lost).
 SIGHUP reopens the log file (for logrotate).
 With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
 stopping or after a failed log write (records are being lost).
-Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error.
+Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error,
+130 stopped by a second signal.
 `
 
 // options are the parsed command line.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,7 +108,7 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--help exit %d", code)
 	}
 	help := stdout.String()
-	for _, want := range []string{"Examples:", "SIFTR_PROBE_", "CAP_NET_RAW", "demo",
+	for _, want := range []string{"Examples:", "SIFTR_PROBE_", "CAP_NET_RAW", "demo", "second Ctrl-C",
 		"\n  --iface IFACE\n", "\n  --port PORT\n", "\n  --ppl N\n", "\n  --logfile PATH\n",
 		"\n  --format FORMAT\n", "\n  --workers N\n", "\n  --block-timeout D\n", "\n  --block-size SIZE\n",
 		"\n  --ring-size SIZE\n", "\n  --duration D\n", "\n  --netns PATH\n", "\n  --status-interval D\n",
@@ -140,5 +142,39 @@ func TestHelpAndVersion(t *testing.T) {
 	stdout.Reset()
 	if code := run(context.Background(), []string{"--version"}, &stdout, &stderr); code != exitOK || !strings.HasPrefix(stdout.String(), "siftr-probe ") {
 		t.Errorf("--version: exit %d, %q", code, stdout.String())
+	}
+}
+
+// TestStopOnSignals checks that the first signal starts the graceful stop
+// and a second one exits at once, saying so.
+func TestStopOnSignals(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	exited := make(chan int, 1)
+	go stopOnSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
+	sigs <- syscall.SIGTERM
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first signal did not stop the run")
+	}
+	select {
+	case code := <-exited:
+		t.Fatalf("exit %d after the first signal", code)
+	case <-time.After(50 * time.Millisecond):
+	}
+	sigs <- os.Interrupt
+	select {
+	case code := <-exited:
+		if code != exitForced {
+			t.Errorf("exit %d, want %d", code, exitForced)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second signal was swallowed")
+	}
+	if got := stderr.String(); !strings.HasPrefix(got, "siftr-probe: second SIGINT: ") || !strings.Contains(got, "records may be lost") || strings.Count(got, "\n") != 1 {
+		t.Errorf("stderr %q, want one line saying records may be lost", got)
 	}
 }
