@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := w.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
 		closeAll()
 		w.Close(nil)
-		return nil, setupErr("cannot write log file %s: %w", cfg.LogFile, err)
+		return nil, explainLog(cfg.LogFile, err)
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)

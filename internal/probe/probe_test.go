@@ -78,6 +78,19 @@ func TestExplainLog(t *testing.T) {
 			t.Errorf("%s: the explanation does not wrap the original error", tc.name)
 		}
 	}
+	// The header cannot be written.
+	w, err := output.OpenWriter(&output.WriterConfig{Path: "/dev/full", Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w.Start(&output.Header{})
+	w.Close(nil)
+	if err == nil {
+		t.Fatal("writing to /dev/full succeeded")
+	}
+	if got, want := explainLog("/dev/full", err).Error(), "cannot write log file /dev/full: no space left on device"; got != want {
+		t.Errorf("full disk: %q, want %q", got, want)
+	}
 	denied := &os.PathError{Op: "open", Path: "/x.log", Err: syscall.EACCES}
 	if got, want := explainLog("/x.log", fmt.Errorf("output: cannot open log file /x.log: permission denied: %w", denied)).Error(), "cannot write log file /x.log: permission denied"; got != want {
 		t.Errorf("permission: %q, want %q", got, want)
