@@ -102,8 +102,8 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	return a.assemble()
 }
 
-// asm is a tiny assembler for forward jumps to named labels. A jump target
-// "" means the next instruction.
+// asm is a tiny assembler for forward conditional jumps to named labels.
+// A jump target "" means the next instruction.
 type asm struct {
 	prog   []bpf.Instruction
 	labels map[string]int
@@ -133,11 +133,6 @@ func (a *asm) cond(c bpf.JumpTest, val uint32, t, f string) {
 	a.add(bpf.JumpIf{Cond: c, Val: val})
 }
 
-func (a *asm) jump(to string) {
-	a.fixups = append(a.fixups, fixup{at: len(a.prog), t: to})
-	a.add(bpf.Jump{})
-}
-
 func (a *asm) assemble() ([]bpf.RawInstruction, error) {
 	skip := func(from int, to string) (int, error) {
 		if to == "" {
@@ -154,21 +149,16 @@ func (a *asm) assemble() ([]bpf.RawInstruction, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch ins := a.prog[fx.at].(type) {
-		case bpf.Jump:
-			ins.Skip = uint32(t)
-			a.prog[fx.at] = ins
-		case bpf.JumpIf:
-			f, err := skip(fx.at, fx.f)
-			if err != nil {
-				return nil, err
-			}
-			if t > 255 || f > 255 {
-				return nil, fmt.Errorf("capture: bpf: jump from %d too long", fx.at)
-			}
-			ins.SkipTrue, ins.SkipFalse = uint8(t), uint8(f)
-			a.prog[fx.at] = ins
+		ins := a.prog[fx.at].(bpf.JumpIf)
+		f, err := skip(fx.at, fx.f)
+		if err != nil {
+			return nil, err
 		}
+		if t > 255 || f > 255 {
+			return nil, fmt.Errorf("capture: bpf: jump from %d too long", fx.at)
+		}
+		ins.SkipTrue, ins.SkipFalse = uint8(t), uint8(f)
+		a.prog[fx.at] = ins
 	}
 	raw, err := bpf.Assemble(a.prog)
 	if err != nil {
