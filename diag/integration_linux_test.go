@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	vnetlink "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netns"
@@ -443,26 +442,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 func TestIntegrationLinkLocal(t *testing.T) {
 	lab := newLab(t)
 	a, b := lab.A.NetNS, lab.B.NetNS
-	// Link-local addresses of our own, without duplicate address detection.
-	for _, h := range []struct{ ns, iface, addr string }{
-		{a, lab.A.Iface, "fe80::77:1/64"}, {b, lab.B.Iface, "fe80::77:2/64"},
-	} {
-		if err := netns.Do(h.ns, func() error {
-			link, err := vnetlink.LinkByName(h.iface)
-			if err != nil {
-				return err
-			}
-			addr, err := vnetlink.ParseAddr(h.addr)
-			if err != nil {
-				return err
-			}
-			addr.Flags = unix.IFA_F_NODAD
-			return vnetlink.AddrAdd(link, addr)
-		}); err != nil {
-			t.Fatalf("add %s on %s: %v", h.addr, h.iface, err)
-		}
-	}
-	ll := netip.MustParseAddr("fe80::77:2")
+	ll := lab.B.LinkLocal
 	ln := listen(t, b, "tcp6", "[::]:0")
 	port := ln.Addr().(*net.TCPAddr).Port
 	var c net.Conn

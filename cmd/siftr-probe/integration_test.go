@@ -224,6 +224,38 @@ func TestIntegrationTransferV4V6(t *testing.T) {
 	}
 }
 
+// TestIntegrationLinkLocal runs a transfer between IPv6 link-local
+// addresses. Their sockets are bound to the interface, so the lookups must
+// name it: without that every packet would be skipped as inpcb.
+func TestIntegrationLinkLocal(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	listen(t, &lab.B, "[::]:5201")
+	server := netip.AddrPortFrom(lab.B.LinkLocal, 5201)
+	var client netip.AddrPort
+	r := runProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS}, func() {
+		client = send(t, &lab.A, fmt.Sprintf("[%s%%%s]:5201", lab.B.LinkLocal, lab.A.Iface), 1<<20)
+	})
+	l := r.log
+	checkIdentity(t, l)
+	client = netip.AddrPortFrom(client.Addr().WithZone(""), client.Port())
+	if client.Addr() != lab.A.LinkLocal {
+		t.Fatalf("client address %s, want %s", client.Addr(), lab.A.LinkLocal)
+	}
+	dirs := map[byte]int{}
+	for i, ln := range l.Lines {
+		if ln.Local != client || ln.Remote != server {
+			t.Fatalf("line %d: %s -> %s, want %s -> %s", i, ln.Local, ln.Remote, client, server)
+		}
+		dirs[ln.Dir]++
+	}
+	if dirs['o'] < 500 || dirs['i'] < 50 {
+		t.Errorf("%d outbound and %d inbound lines for 1 MB, want both directions logged", dirs['o'], dirs['i'])
+	}
+	if in := l.Uint("num_outbound_skipped_pkts_inpcb") + l.Uint("num_inbound_skipped_pkts_inpcb"); in > 10 {
+		t.Errorf("%d packets skipped as inpcb: link-local sockets not found", in)
+	}
+}
+
 // TestIntegrationDualStackServer probes the server side, where an IPv4
 // connection belongs to an AF_INET6 socket listening on [::].
 func TestIntegrationDualStackServer(t *testing.T) {

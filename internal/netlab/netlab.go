@@ -45,6 +45,11 @@ type Host struct {
 	Iface string
 	// Addr4 and Addr6 are the host's addresses on the veth.
 	Addr4, Addr6 netip.Addr
+	// LinkLocal is a fixed IPv6 link-local address on the veth (fe80::77:1
+	// on A, fe80::77:2 on B), usable at once (no duplicate address
+	// detection). Sockets on it are bound to the veth; dial it with the
+	// zone, as "[fe80::77:2%veth-a]:5201".
+	LinkLocal netip.Addr
 }
 
 // Do runs fn inside the host's network namespace (see netns.Do).
@@ -68,8 +73,8 @@ func New(cfg Config) (lab *Lab, err error) {
 	}
 	id := fmt.Sprintf("%s-%d-%d", name, os.Getpid()%100000, seq.Add(1))
 	lab = &Lab{
-		A: Host{Iface: "veth-a", Addr4: netip.MustParseAddr("10.77.0.1"), Addr6: netip.MustParseAddr("fd77::1")},
-		B: Host{Iface: "veth-b", Addr4: netip.MustParseAddr("10.77.0.2"), Addr6: netip.MustParseAddr("fd77::2")},
+		A: Host{Iface: "veth-a", Addr4: netip.MustParseAddr("10.77.0.1"), Addr6: netip.MustParseAddr("fd77::1"), LinkLocal: netip.MustParseAddr("fe80::77:1")},
+		B: Host{Iface: "veth-b", Addr4: netip.MustParseAddr("10.77.0.2"), Addr6: netip.MustParseAddr("fd77::2"), LinkLocal: netip.MustParseAddr("fe80::77:2")},
 	}
 	defer func() {
 		if err != nil {
@@ -159,7 +164,7 @@ func configure(h *Host, ns vnetns.NsHandle, cfg Config) error {
 	for _, a := range []struct {
 		addr netip.Addr
 		bits int
-	}{{h.Addr4, 24}, {h.Addr6, 64}} {
+	}{{h.Addr4, 24}, {h.Addr6, 64}, {h.LinkLocal, 64}} {
 		pfx := netip.PrefixFrom(a.addr, a.bits)
 		nla, err := netlink.ParseAddr(pfx.String())
 		if err != nil {

@@ -169,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for i, d := range diags {
 		lookupers[i] = d
 	}
-	eng, err := correlate.New(&correlate.Config{PPL: cfg.PPL}, w, lookupers)
+	eng, err := correlate.New(&correlate.Config{PPL: cfg.PPL, IfIndex: uint32(capt.IfIndex())}, w, lookupers)
 	if err != nil {
 		closeAll()
 		w.Close(nil)
