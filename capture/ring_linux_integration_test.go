@@ -353,9 +353,12 @@ func TestIntegrationLoopback(t *testing.T) {
 			if len(pkts) == 0 {
 				t.Fatal("no packets")
 			}
+			// Each transmission is seen once leaving and once arriving. A
+			// retransmission identical to the original (a tail loss probe
+			// on a busy machine) is a second transmission: seen twice each.
 			for k, c := range seen {
-				if c != [2]int{1, 1} {
-					t.Errorf("packet %+v seen (in, out) = %v times, want once each", k, c)
+				if c[0] != c[1] || c[0] == 0 {
+					t.Errorf("packet %+v seen (in, out) = %v times, want as often in as out", k, c)
 				}
 			}
 		})
