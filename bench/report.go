@@ -193,7 +193,7 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 	p("\nFor tcpdump, records = 0 (it writes to /dev/null); for the ss loop, records = socket entries printed.\n\n")
 
 	p("## siftr-probe: correlation, skips, staleness (medians; identity over all runs)\n\n")
-	p("| scenario | variant | queue drops (malloc) | no socket (inpcb) | not established (tcpcb) | sampled out | staleness p50 / p99 / p99.9 ms | lookups per batch | flows at exit / created | identity exact |\n")
+	p("| scenario | variant | queue drops (malloc): handoff / writer | no socket (inpcb) | not established (tcpcb) | sampled out | staleness p50 / p99 / p99.9 ms | lookups per batch | flows at exit / created | identity exact |\n")
 	p("|---|---|---:|---:|---:|---:|---|---:|---|---|\n")
 	for _, r := range results {
 		if r.err != "" {
@@ -209,8 +209,10 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 			if note != "" {
 				id += " (" + note + ")"
 			}
-			p("| %s | %s | %.0f | %.0f | %.0f | %s | %.2f / %.2f / %.2f | %.1f | %.0f / %.0f | %s |\n", r.sc.name, v.name,
+			p("| %s | %s | %.0f: %.0f / %.0f | %.0f | %.0f | %s | %.2f / %.2f / %.2f | %.1f | %.0f / %.0f | %s |\n", r.sc.name, v.name,
 				med(runs, func(m *measurement) float64 { return float64(m.QueueDrops) }),
+				med(runs, func(m *measurement) float64 { return float64(m.HandoffFull) }),
+				med(runs, func(m *measurement) float64 { return float64(m.SinkRejected) }),
 				med(runs, func(m *measurement) float64 { return float64(m.SkipInPCB) }),
 				med(runs, func(m *measurement) float64 { return float64(m.SkipTCPCB) }),
 				num(med(runs, func(m *measurement) float64 { return float64(m.SampledOut) })),

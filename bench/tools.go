@@ -309,6 +309,8 @@ type measurement struct {
 	Records       uint64
 	KernelDrops   uint64
 	QueueDrops    uint64 // SIFTR malloc skips: queue/handoff/table full, lookup errors
+	HandoffFull   uint64 // of which: sampled packets the lookup side had no room for
+	SinkRejected  uint64 // of which: records the writer's queue refused
 	SkipTCPCB     uint64
 	SkipInPCB     uint64
 	SampledOut    uint64
@@ -417,6 +419,7 @@ func (p *probeTool) end(m *measurement) error {
 	m.Flows = r.Engine.ActiveFlows
 	m.FlowsCreated = r.Engine.FlowsCreated
 	m.FlowTableFull = r.Engine.FlowTableFull
+	m.HandoffFull, m.SinkRejected = r.Engine.HandoffFull, r.Engine.SinkRejected
 	lc, err := checkLog(p.logPath())
 	if err != nil {
 		m.IdentityNote = "log: " + err.Error()
