@@ -4,7 +4,6 @@ package capture
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -55,7 +55,6 @@ var kernelStatsEvery = 5 * time.Second
 type sysCapture struct {
 	cfg     Config
 	ifindex int
-	efd     int // eventfd: readable once stop has been signalled
 	workers []*worker
 
 	stopping atomic.Bool
@@ -71,6 +70,8 @@ type sysCapture struct {
 type worker struct {
 	id        int
 	fd        int
+	file      *os.File // owns fd once the ring is bound: waits go through Go's netpoller
+	conn      syscall.RawConn
 	ring      []byte
 	blockSize int
 	blocks    int
@@ -103,16 +104,12 @@ func open(cfg *Config) (_ *sysCapture, err error) {
 		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
 	}
 
-	s := &sysCapture{cfg: *cfg, efd: -1}
+	s := &sysCapture{cfg: *cfg}
 	defer func() {
 		if err != nil {
 			s.release()
 		}
 	}()
-	s.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("capture: open ring on %s: %w", cfg.Iface, os.NewSyscallError("eventfd", err))
-	}
 	fanoutID := -1
 	for i := 0; i < cfg.Workers; i++ {
 		w, err := s.openRing(i, filter)
@@ -181,6 +178,17 @@ func (s *sysCapture) openRing(id int, filter []unix.SockFilter) (_ *worker, err 
 	sa := unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: s.ifindex}
 	if err := unix.Bind(fd, &sa); err != nil {
 		return nil, os.NewSyscallError("bind", err)
+	}
+	// The worker waits for retired blocks in Go's netpoller, not in a
+	// blocking poll(2): a goroutine parked there leaves its P free, so the
+	// lookup and writer goroutines it wakes run at once instead of waiting
+	// for the runtime to take the P back from a thread in a syscall.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	w.file = os.NewFile(uintptr(fd), "packet ring")
+	if w.conn, err = w.file.SyscallConn(); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -322,47 +330,42 @@ func (s *sysCapture) run(ctx context.Context, h Handler) error {
 	return errors.Join(errs...)
 }
 
-// stop tells the workers to drain and return, waking any blocked poll.
+// stop tells the workers to drain and return, waking any waiting one.
 func (s *sysCapture) stop() {
 	if s.stopping.CompareAndSwap(false, true) {
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		// The eventfd is closed only after every goroutine that may call
-		// stop has returned. A write can only fail with EAGAIN (counter
-		// full), which still leaves it readable.
-		_, _ = unix.Write(s.efd, one[:])
+		// The files are closed only after every goroutine that may call
+		// stop has returned. A worker that sets a later deadline after
+		// this checks stopping before it waits.
+		for _, w := range s.workers {
+			_ = w.file.SetReadDeadline(time.Now())
+		}
 	}
 }
 
-// run is a worker's loop: deliver ready blocks, poll when there are none,
+// run is a worker's loop: deliver ready blocks, wait when there are none,
 // and after stop drain what the kernel retires within two block timeouts.
 func (w *worker) run(h Handler, s *sysCapture) error {
 	bt := s.cfg.BlockTimeout
 	safeLag := int64(2*bt + time.Millisecond)
-	pollMs := int(max(bt, idlePoll) / time.Millisecond)
-	fds := []unix.PollFd{
-		{Fd: int32(w.fd), Events: unix.POLLIN},
-		{Fd: int32(s.efd), Events: unix.POLLIN},
-	}
+	idle := max(bt, idlePoll)
 	for !s.stopping.Load() {
 		if w.ready() {
 			w.deliver(h)
 			continue
 		}
-		fds[0].Revents, fds[1].Revents = 0, 0
-		_, err := unix.Poll(fds, pollMs)
-		if err == unix.EINTR {
+		woke, err := w.wait(s, time.Now().Add(idle), true)
+		if err != nil {
+			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, err)
+		}
+		if w.ready() || s.stopping.Load() {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("poll", err))
-		}
-		if fds[0].Revents&unix.POLLERR != 0 {
+		if woke {
+			// Woken without a retired block: the socket has an error
+			// (the interface went down or away).
 			if err := w.sockErr(s); err != nil {
 				return err
 			}
-		}
-		if fds[1].Revents != 0 || w.ready() {
 			continue
 		}
 		h.Idle(w.id, time.Now().UnixNano()-safeLag)
@@ -376,15 +379,40 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 			w.deliver(h)
 			continue
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
+		if !time.Now().Before(deadline) {
 			return nil
 		}
-		ms := int((left + time.Millisecond - 1) / time.Millisecond)
-		if _, err := unix.Poll(fds[:1], ms); err != nil && err != unix.EINTR {
-			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("poll", err))
+		if _, err := w.wait(s, deadline, false); err != nil {
+			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, err)
 		}
 	}
+}
+
+// wait waits until the ring's socket signals (a block retired, or a socket
+// error), until deadline, or, if stoppable, until stop is called. It
+// reports whether the socket signalled; a deadline or a stop is no error.
+func (w *worker) wait(s *sysCapture, deadline time.Time, stoppable bool) (woke bool, err error) {
+	if err := w.file.SetReadDeadline(deadline); err != nil {
+		return false, err
+	}
+	calls := 0
+	err = w.conn.Read(func(uintptr) bool {
+		calls++
+		return calls > 1 || w.ready() || (stoppable && s.stopping.Load())
+	})
+	switch {
+	case err == nil:
+		return calls > 1, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false, nil
+	case errors.Is(err, os.ErrClosed):
+		return false, err
+	}
+	// The netpoller saw only EPOLLERR ("not pollable"): report a signal,
+	// so that the caller reads the socket's error. Sleep a little, so that
+	// an error the socket keeps reporting cannot make a busy loop.
+	time.Sleep(time.Millisecond)
+	return true, nil
 }
 
 // sockErr reads and clears the socket's pending error. The kernel reports
@@ -567,15 +595,11 @@ func (s *sysCapture) close() error {
 	return s.release()
 }
 
-// release closes every ring and the eventfd.
+// release closes every ring.
 func (s *sysCapture) release() error {
 	var errs []error
 	for _, w := range s.workers {
 		errs = append(errs, w.release())
-	}
-	if s.efd >= 0 {
-		errs = append(errs, os.NewSyscallError("close", unix.Close(s.efd)))
-		s.efd = -1
 	}
 	return errors.Join(errs...)
 }
@@ -586,7 +610,11 @@ func (w *worker) release() error {
 		errs = append(errs, os.NewSyscallError("munmap", unix.Munmap(w.ring)))
 		w.ring = nil
 	}
-	if w.fd >= 0 {
+	switch {
+	case w.file != nil:
+		errs = append(errs, w.file.Close())
+		w.file, w.fd = nil, -1
+	case w.fd >= 0:
 		errs = append(errs, os.NewSyscallError("close", unix.Close(w.fd)))
 		w.fd = -1
 	}

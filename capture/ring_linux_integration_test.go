@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	vnetlink "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
@@ -491,5 +492,55 @@ func TestIntegrationPermission(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "capture: open ring on lo: socket: ") {
 		t.Errorf("error message %q lacks context", err)
+	}
+}
+
+// setLink runs fn on the interface named iface in the namespace at nsPath.
+func setLink(t *testing.T, nsPath, iface string, fn func(vnetlink.Link) error) {
+	t.Helper()
+	if err := netns.Do(nsPath, func() error {
+		l, err := vnetlink.LinkByName(iface)
+		if err != nil {
+			return err
+		}
+		return fn(l)
+	}); err != nil {
+		t.Fatalf("%s: %v", iface, err)
+	}
+}
+
+// TestIntegrationInterfaceDownUp checks that a ring survives its interface
+// going down (the socket reports ENETDOWN) and captures again once it is up.
+func TestIntegrationInterfaceDownUp(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Config{})
+	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 7101, Workers: 1})
+	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkSetDown)
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-r.errc:
+		t.Fatalf("run returned when the interface went down: %v", err)
+	default:
+	}
+	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkSetUp)
+	transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 7101, 10<<10, 10<<10)
+	r.stop(t)
+	if n := len(r.rec.packets()); n < 6 {
+		t.Errorf("%d packets after the interface came back up, want the whole connection", n)
+	}
+}
+
+// TestIntegrationInterfaceRemoved checks that Run fails with ErrNoInterface
+// when the interface is deleted under it, instead of waiting forever.
+func TestIntegrationInterfaceRemoved(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Config{})
+	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 2})
+	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkDel)
+	select {
+	case err := <-r.errc:
+		if !errors.Is(err, ErrNoInterface) {
+			t.Errorf("run: %v, want ErrNoInterface", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after the interface was deleted")
 	}
 }
