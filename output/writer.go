@@ -20,7 +20,7 @@ import (
 // Defaults for WriterConfig fields left zero.
 const (
 	DefaultQueueLen      = 1024
-	DefaultQueueRecords  = 1 << 16
+	DefaultQueueRecords  = 1 << 18
 	DefaultBatchCap      = 4096
 	DefaultDelay         = 5 * time.Millisecond
 	DefaultMaxHeld       = 1 << 16
@@ -114,7 +114,10 @@ var ErrClosed = errors.New("output: writer closed")
 // writer holds at most MaxHeld records for ordering, plus up to one queue's
 // worth it is taking in. Batch buffers are reused (by power-of-two size
 // class), so their total never exceeds the peak of records queued and held,
-// rounded up to a power of two per batch. A Record is about 420 bytes.
+// rounded up to a power of two per batch. A Record is 96 bytes, plus its
+// share of the snapshot it points to (about 300 bytes, shared by every
+// packet one lookup served): the default queue bound, 256k records, is about
+// 25 MB of records.
 //
 // # Concurrency
 //

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // lineFormat writes "time worker:seq" per record, "H" and "F <n>" lines:
@@ -751,5 +752,13 @@ func TestWriterOnRecord(t *testing.T) {
 	}
 	if want := []int64{1, 2, 3}; !slices.Equal(got, want) {
 		t.Errorf("OnRecord saw %v, want %v", got, want)
+	}
+}
+
+// TestRecordSize guards the memory estimate in the Writer's doc: the
+// default queue bound is sized for 96-byte records.
+func TestRecordSize(t *testing.T) {
+	if n := unsafe.Sizeof(Record{}); n > 96 {
+		t.Errorf("Record is %d bytes; the queue bounds assume 96", n)
 	}
 }
