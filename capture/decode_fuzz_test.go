@@ -37,8 +37,13 @@ func FuzzDecodeEthernet(f *testing.F) {
 			t.Fatalf("unexpected error %v", err)
 		}
 		// The IP-level decoder must agree with the Ethernet one on untagged
-		// frames.
-		if len(b) >= ethHeaderLen && (b[12] == 0x08 && b[13] == 0x00 || b[12] == 0x86 && b[13] == 0xdd) {
+		// frames whose IP version matches their EtherType. (DecodeIP goes by
+		// the version alone; DecodeEthernet finds a mismatch malformed.)
+		ipv4, ipv6 := len(b) > ethHeaderLen && b[12] == 0x08 && b[13] == 0x00, len(b) > ethHeaderLen && b[12] == 0x86 && b[13] == 0xdd
+		if (ipv4 && b[14]>>4 != 4 || ipv6 && b[14]>>4 != 6) && err == nil {
+			t.Fatalf("EtherType %#04x with IP version %d decoded: %+v", int(b[12])<<8|int(b[13]), b[14]>>4, p)
+		}
+		if ipv4 && b[14]>>4 == 4 || ipv6 && b[14]>>4 == 6 {
 			var q Packet
 			errIP := DecodeIP(b[ethHeaderLen:], wire-ethHeaderLen, &q)
 			if (err == nil) != (errIP == nil) || err == nil && p != q {
