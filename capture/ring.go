@@ -171,8 +171,9 @@ func (c *Capture) IfIndex() int { return c.sys.ifindex }
 
 // Run reads the rings, one goroutine per ring, and calls h until ctx is done
 // or Close is called. It then keeps delivering the blocks the kernel retires
-// for about two block timeouts, so that packets captured before the stop
-// reach h, and returns nil. It returns an error if a ring fails, if Run was
+// until every frame the rings held at the stop has reached h (normally
+// within a block timeout; at most two block timeouts and a second), and
+// returns nil. It returns an error if a ring fails, if Run was
 // already called, or if the capture is closed. Run may be called only once.
 func (c *Capture) Run(ctx context.Context, h Handler) error {
 	return c.sys.run(ctx, h)

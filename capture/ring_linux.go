@@ -42,8 +42,8 @@ const (
 	minFrame = 128
 	// idlePoll is the longest a worker waits in poll before calling Idle.
 	idlePoll = 10 * time.Millisecond
-	// drainSlack is added to two block timeouts for the final drain.
-	drainSlack = 2 * time.Millisecond
+	// drainMax bounds the final drain beyond two block timeouts.
+	drainMax = time.Second
 )
 
 // kernelStatsEvery is how often Run reads the rings' PACKET_STATISTICS.
@@ -63,7 +63,6 @@ type sysCapture struct {
 	mu      sync.Mutex // guards the fields below, and the fds against Close
 	running bool       // Run was called (it may be called once)
 	closed  bool
-	kstats  [3]uint64 // accumulated PACKET_STATISTICS: packets, drops, freezes
 }
 
 // worker is one ring and the state of the goroutine that reads it.
@@ -78,6 +77,10 @@ type worker struct {
 	cur       int      // next block to read
 	pkts      []Packet // reused for every block; len is the capacity in use
 	port      uint16
+	down      bool // the socket reported ENETDOWN and no block came since
+	// kstats accumulates the ring's PACKET_STATISTICS: packets (drops
+	// included), drops, freezes. Guarded by sysCapture.mu.
+	kstats [3]uint64
 
 	// Counters, written by the worker's goroutine once per block, read by
 	// Stats. The padding keeps workers' counters off each other's cache lines.
@@ -299,7 +302,7 @@ func (s *sysCapture) run(ctx context.Context, h Handler) error {
 	go func() {
 		defer s.wg.Done()
 		// The kernel's counters are 32 bits and reset on read: fold them
-		// into s.kstats often enough that they cannot wrap, also when
+		// into the workers' kstats often enough that they cannot wrap, also when
 		// nobody calls Stats.
 		t := time.NewTicker(kernelStatsEvery)
 		defer t.Stop()
@@ -343,13 +346,14 @@ func (s *sysCapture) stop() {
 }
 
 // run is a worker's loop: deliver ready blocks, wait when there are none,
-// and after stop drain what the kernel retires within two block timeouts.
+// and after stop deliver every frame the ring held at the stop.
 func (w *worker) run(h Handler, s *sysCapture) error {
 	bt := s.cfg.BlockTimeout
 	safeLag := int64(2*bt + time.Millisecond)
 	idle := max(bt, idlePoll)
 	for !s.stopping.Load() {
 		if w.ready() {
+			w.down = false
 			w.deliver(h)
 			continue
 		}
@@ -368,13 +372,31 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 			}
 			continue
 		}
+		// Idle for a while. The netpoller may have dropped an error
+		// signal that came while this goroutine was not waiting (it keeps
+		// readiness, not errors): look for one, and while the interface is
+		// down, check that it still exists.
+		if w.hasError() {
+			if err := w.sockErr(s); err != nil {
+				return err
+			}
+		} else if w.down {
+			if err := w.checkInterface(s); err != nil {
+				return err
+			}
+		}
 		h.Idle(w.id, time.Now().UnixNano()-safeLag)
 	}
 
-	// Drain: a packet captured before the stop sits in a block the kernel
-	// retires within two block timeouts.
-	deadline := time.Now().Add(2*bt + drainSlack)
-	for {
+	// Drain: every frame the kernel put in the ring before now is
+	// delivered once its block retires, normally within a block timeout; a
+	// busy machine can delay the kernel's retire timer, hence the count.
+	s.mu.Lock()
+	s.readKernelStats()
+	want := w.kstats[0] - w.kstats[1]
+	s.mu.Unlock()
+	deadline := time.Now().Add(2*bt + drainMax)
+	for w.frames.Load() < want {
 		if w.ready() {
 			w.deliver(h)
 			continue
@@ -386,6 +408,7 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 			return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, err)
 		}
 	}
+	return nil
 }
 
 // wait waits until the ring's socket signals (a block retired, or a socket
@@ -417,7 +440,10 @@ func (w *worker) wait(s *sysCapture, deadline time.Time, stoppable bool) (woke b
 
 // sockErr reads and clears the socket's pending error. The kernel reports
 // ENETDOWN when the interface goes down; that is an error only if the
-// interface is gone (capture resumes when a downed interface comes up).
+// interface is gone (capture resumes when a downed interface comes up). A
+// deleted interface goes down first and reports nothing more when it is
+// unregistered, so while the socket is down the idle loop checks that the
+// interface still exists (see run).
 func (w *worker) sockErr(s *sysCapture) error {
 	v, err := unix.GetsockoptInt(w.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {
@@ -427,12 +453,28 @@ func (w *worker) sockErr(s *sysCapture) error {
 	switch {
 	case errno == 0:
 		return nil
-	case errno == unix.ENETDOWN && ifExists(w.fd, s.ifindex):
-		return nil
 	case errno == unix.ENETDOWN:
-		return fmt.Errorf("capture: ring %d on %s: %w (interface removed)", w.id, s.cfg.Iface, ErrNoInterface)
+		w.down = true
+		return w.checkInterface(s)
 	}
 	return fmt.Errorf("capture: ring %d on %s: %w", w.id, s.cfg.Iface, os.NewSyscallError("packet socket", errno))
+}
+
+// hasError reports whether the socket has an error pending, without
+// clearing it.
+func (w *worker) hasError() bool {
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&unix.POLLERR != 0
+}
+
+// checkInterface returns an error wrapping ErrNoInterface if the captured
+// interface no longer exists.
+func (w *worker) checkInterface(s *sysCapture) error {
+	if ifExists(w.fd, s.ifindex) {
+		return nil
+	}
+	return fmt.Errorf("capture: ring %d on %s: %w (interface removed)", w.id, s.cfg.Iface, ErrNoInterface)
 }
 
 // blockStatus returns a pointer to the block_status word of block i.
@@ -555,13 +597,17 @@ func (s *sysCapture) stats() Stats {
 	if !s.closed {
 		s.readKernelStats()
 	}
-	st.KernelPackets, st.KernelDrops, st.KernelFreezes = s.kstats[0], s.kstats[1], s.kstats[2]
+	for _, w := range s.workers {
+		st.KernelPackets += w.kstats[0]
+		st.KernelDrops += w.kstats[1]
+		st.KernelFreezes += w.kstats[2]
+	}
 	s.mu.Unlock()
 	return st
 }
 
 // readKernelStats adds the rings' PACKET_STATISTICS, which reading resets,
-// to s.kstats. The caller holds s.mu.
+// to each worker's kstats. The caller holds s.mu.
 func (s *sysCapture) readKernelStats() {
 	for _, w := range s.workers {
 		if w.fd < 0 {
@@ -571,9 +617,9 @@ func (s *sysCapture) readKernelStats() {
 		if err != nil {
 			continue
 		}
-		s.kstats[0] += uint64(ks.Packets)
-		s.kstats[1] += uint64(ks.Drops)
-		s.kstats[2] += uint64(ks.Freeze_q_cnt)
+		w.kstats[0] += uint64(ks.Packets)
+		w.kstats[1] += uint64(ks.Drops)
+		w.kstats[2] += uint64(ks.Freeze_q_cnt)
 	}
 }
 

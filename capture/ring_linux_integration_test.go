@@ -153,8 +153,9 @@ func (r *running) checkContract(t *testing.T) {
 	// The filter passes IPv6 packets with extension headers for user space to
 	// decide: the hop-by-hop MLD reports a new interface sends are such
 	// packets (multicast, so NotLocal, or not TCP, so Filtered). A few of
-	// them are expected; the other connection's packets must not be there.
-	if st.Filtered+st.NotLocal > 8 {
+	// them are expected (a dozen when retransmitted on a busy machine); the
+	// other connection's packets, hundreds, must not be there.
+	if st.Filtered+st.NotLocal > 32 {
 		t.Errorf("too many skipped frames (other traffic passed the filter?): %+v", st)
 	}
 	if r.rec.violations != 0 {
@@ -390,13 +391,15 @@ func TestIntegrationCloseWhileBlocked(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("close took %v", d)
 	}
+	// Close has waited for Run's goroutines; Run's own return, and the
+	// send above, come a moment later.
 	select {
 	case err := <-errc:
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	default:
-		t.Fatal("run still running after Close returned")
+	case <-time.After(time.Second):
+		t.Fatal("run still running a second after Close returned")
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second close: %v", err)
