@@ -261,13 +261,13 @@ func renderMarkdown(o *options, e envInfo, results []*scenarioResult, gb []goBen
 		}
 	}
 
-	p("\n## Every run\n\n| scenario | run | tool | offered | captured | records | kernel drops | queue drops | CPU s (sys) | RSS MB | staleness p99 ms | identity | machine busy / steal | traffic | error |\n")
+	p("\n## Every run\n\n| scenario | run | tool | offered | captured | records | kernel drops | queue drops (handoff / writer) | CPU s (sys) | RSS MB | staleness p99 ms | identity | machine busy / steal | traffic | error |\n")
 	p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|\n")
 	for _, r := range results {
 		for i, v := range r.sc.variants {
 			for j, m := range r.runs[i] {
-				p("| %s | %d | %s | %d | %d | %d | %d | %d | %.2f (%.2f) | %.1f | %.2f | %v | %.0f%% / %.1f%% | %s | %s |\n", r.sc.name, j+1, v.name,
-					m.Offered, m.Captured, m.Records, m.KernelDrops, m.QueueDrops, m.CPU, m.SysCPU, float64(m.RSS)/1e6, m.StaleP99,
+				p("| %s | %d | %s | %d | %d | %d | %d | %d (%d / %d) | %.2f (%.2f) | %.1f | %.2f | %v | %.0f%% / %.1f%% | %s | %s |\n", r.sc.name, j+1, v.name,
+					m.Offered, m.Captured, m.Records, m.KernelDrops, m.QueueDrops, m.HandoffFull, m.SinkRejected, m.CPU, m.SysCPU, float64(m.RSS)/1e6, m.StaleP99,
 					v.kind == kindProbe && m.Identity, m.Busy*100, m.Steal*100, oneLine(m.Traffic), oneLine(m.Err))
 			}
 		}
