@@ -172,28 +172,16 @@ func checkAllFound(b *testing.B, c *Client, qs []Query) {
 }
 
 // BenchmarkLookupBatched: one op is one Lookup of 64 sockets (one sendmsg,
-// one or a few recvmmsg); ns/socket is the cost per socket.
+// one or a few recvmmsg), walking all the host's sockets in turn; ns/socket
+// is the cost per socket.
 func BenchmarkLookupBatched(b *testing.B) {
-	const batch = DefaultBatchSize
-	for _, n := range benchConns {
-		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			f := newFixture(b, n)
-			c := openT(b, &Config{NetNS: f.ns, BatchSize: batch})
-			checkAllFound(b, c, f.qs)
-			qs := append(append([]Query{}, f.qs...), f.qs[:batch]...)
-			out := make([]Snapshot, batch)
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				start := (i * batch) % len(f.qs)
-				if err := c.Lookup(qs[start:start+batch], out); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i*batch), "ns/socket")
-		})
-	}
+	benchBatched(b, func(qs []Query) func(i int) []Query {
+		ring := append(append([]Query{}, qs...), qs[:DefaultBatchSize]...)
+		return func(i int) []Query {
+			start := (i * DefaultBatchSize) % len(qs)
+			return ring[start : start+DefaultBatchSize]
+		}
+	})
 }
 
 // BenchmarkLookupBatchedHot is BenchmarkLookupBatched over the same 64
@@ -202,27 +190,35 @@ func BenchmarkLookupBatched(b *testing.B) {
 // It separates what the socket count costs the lookup itself (nothing: an
 // exact hash lookup) from cache misses on sockets nobody touched lately.
 func BenchmarkLookupBatchedHot(b *testing.B) {
-	const batch = DefaultBatchSize
+	benchBatched(b, func(qs []Query) func(i int) []Query {
+		// Spread over the whole hash table, not the first connections made.
+		hot := make([]Query, DefaultBatchSize)
+		for i := range hot {
+			hot[i] = qs[i*len(qs)/DefaultBatchSize]
+		}
+		return func(int) []Query { return hot }
+	})
+}
+
+// benchBatched runs batched lookups against each fixture size; pick, given
+// all the fixture's queries, returns the batch for the i-th op.
+func benchBatched(b *testing.B, pick func(qs []Query) func(i int) []Query) {
 	for _, n := range benchConns {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			f := newFixture(b, n)
-			c := openT(b, &Config{NetNS: f.ns, BatchSize: batch})
-			// Spread over the whole hash table, not the first connections made.
-			hot := make([]Query, batch)
-			for i := range hot {
-				hot[i] = f.qs[i*len(f.qs)/batch]
-			}
-			checkAllFound(b, c, hot)
-			out := make([]Snapshot, batch)
+			c := openT(b, &Config{NetNS: f.ns, BatchSize: DefaultBatchSize})
+			checkAllFound(b, c, f.qs)
+			batchOf := pick(f.qs)
+			out := make([]Snapshot, DefaultBatchSize)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				if err := c.Lookup(hot, out); err != nil {
+				if err := c.Lookup(batchOf(i), out); err != nil {
 					b.Fatal(err)
 				}
 				i++
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i*batch), "ns/socket")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i*DefaultBatchSize), "ns/socket")
 		})
 	}
 }
