@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Errors returned by the decoders. The ring counts frames by these reasons
@@ -55,7 +57,7 @@ const (
 // DecodeEthernet sets every field of p except Time and Dir. It does not
 // retain frame, never allocates and never panics; on error p's contents are
 // unspecified. Errors are ErrTruncated, ErrMalformed or ErrNotTCP.
-func DecodeEthernet(frame []byte, wireLen int, p *Packet) error {
+func DecodeEthernet(frame []byte, wireLen int, p *tcp.Packet) error {
 	if len(frame) < ethHeaderLen {
 		return ErrTruncated
 	}
@@ -93,7 +95,7 @@ func DecodeEthernet(frame []byte, wireLen int, p *Packet) error {
 // DecodeIP sets every field of p except Time and Dir. It does not retain b,
 // never allocates and never panics; on error p's contents are unspecified.
 // Errors are ErrTruncated, ErrMalformed or ErrNotTCP.
-func DecodeIP(b []byte, wireLen int, p *Packet) error {
+func DecodeIP(b []byte, wireLen int, p *tcp.Packet) error {
 	if len(b) < 1 {
 		return ErrTruncated
 	}
@@ -110,7 +112,7 @@ func DecodeIP(b []byte, wireLen int, p *Packet) error {
 }
 
 // decodeIPv4 decodes b, which starts at an IPv4 header; wireLen >= len(b).
-func decodeIPv4(b []byte, wireLen int, p *Packet) error {
+func decodeIPv4(b []byte, wireLen int, p *tcp.Packet) error {
 	if len(b) < ipv4MinHeader {
 		return ErrTruncated
 	}
@@ -148,7 +150,7 @@ func decodeIPv4(b []byte, wireLen int, p *Packet) error {
 }
 
 // decodeIPv6 decodes b, which starts at an IPv6 header; wireLen >= len(b).
-func decodeIPv6(b []byte, wireLen int, p *Packet) error {
+func decodeIPv6(b []byte, wireLen int, p *tcp.Packet) error {
 	if len(b) < ipv6Header {
 		return ErrTruncated
 	}
@@ -207,7 +209,7 @@ func decodeIPv6(b []byte, wireLen int, p *Packet) error {
 // segment's length (header and payload) from the IP length fields. It sets
 // every TCP field of p and returns the ports for the IP decoder, which sets
 // the addresses.
-func decodeTCP(b []byte, segLen int, p *Packet) (sport, dport uint16, err error) {
+func decodeTCP(b []byte, segLen int, p *tcp.Packet) (sport, dport uint16, err error) {
 	if len(b) < tcpMinHeader {
 		return 0, 0, ErrTruncated
 	}

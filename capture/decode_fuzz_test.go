@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // FuzzDecodeEthernet checks that DecodeEthernet never panics, returns only
@@ -31,7 +33,7 @@ func FuzzDecodeEthernet(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, b []byte, extra int) {
 		wire := len(b) + max(0, extra)%(1<<20)
-		var p Packet
+		var p tcp.Packet
 		err := DecodeEthernet(b, wire, &p)
 		if err != nil && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNotTCP) {
 			t.Fatalf("unexpected error %v", err)
@@ -44,7 +46,7 @@ func FuzzDecodeEthernet(f *testing.F) {
 			t.Fatalf("EtherType %#04x with IP version %d decoded: %+v", int(b[12])<<8|int(b[13]), b[14]>>4, p)
 		}
 		if ipv4 && b[14]>>4 == 4 || ipv6 && b[14]>>4 == 6 {
-			var q Packet
+			var q tcp.Packet
 			errIP := DecodeIP(b[ethHeaderLen:], wire-ethHeaderLen, &q)
 			if (err == nil) != (errIP == nil) || err == nil && p != q {
 				t.Fatalf("DecodeIP disagrees: %v %+v, DecodeEthernet: %v %+v", errIP, q, err, p)
@@ -111,7 +113,7 @@ func FuzzDecodeEthernet(f *testing.F) {
 		if err != nil {
 			t.Fatalf("gopacket decodes %v, DecodeEthernet: %v", pkt, err)
 		}
-		want := Packet{
+		want := tcp.Packet{
 			Src:        netip.AddrPortFrom(src, uint16(tcpLayer.SrcPort)),
 			Dst:        netip.AddrPortFrom(dst, uint16(tcpLayer.DstPort)),
 			Seq:        tcpLayer.Seq,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 var (
@@ -16,7 +18,7 @@ var (
 
 // goodFrames are valid frames, each decoding to its want().
 func goodFrames() map[string]frame {
-	base4 := frame{src: v4a, dst: v4b, seq: 0x01020304, ack: 0xa0b0c0d0, flags: FlagACK | FlagPSH, window: 502, payload: 100}
+	base4 := frame{src: v4a, dst: v4b, seq: 0x01020304, ack: 0xa0b0c0d0, flags: tcp.FlagACK | tcp.FlagPSH, window: 502, payload: 100}
 	base6 := base4
 	base6.src, base6.dst = v6a, v6b
 	with := func(f frame, mod func(*frame)) frame { mod(&f); return f }
@@ -25,7 +27,7 @@ func goodFrames() map[string]frame {
 		"ipv4 options":     with(base4, func(f *frame) { f.ipv4Opts = 12 }),
 		"ipv4 max options": with(base4, func(f *frame) { f.ipv4Opts = 40 }),
 		"ipv4 tcp options": with(base4, func(f *frame) { f.tcpOpts = 12 }),
-		"ipv4 syn":         with(base4, func(f *frame) { f.flags, f.payload, f.tcpOpts = FlagSYN, 0, 20 }),
+		"ipv4 syn":         with(base4, func(f *frame) { f.flags, f.payload, f.tcpOpts = tcp.FlagSYN, 0, 20 }),
 		"ipv4 all flags":   with(base4, func(f *frame) { f.flags = 0xff }),
 		"ipv4 first fragment": with(base4, func(f *frame) {
 			f.moreFrag = true
@@ -62,7 +64,7 @@ func TestDecodeEthernet(t *testing.T) {
 	for name, f := range goodFrames() {
 		t.Run(name, func(t *testing.T) {
 			b := f.build()
-			var got Packet
+			var got tcp.Packet
 			if err := DecodeEthernet(b, len(b), &got); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -70,7 +72,7 @@ func TestDecodeEthernet(t *testing.T) {
 				t.Errorf("decode:\n got %+v\nwant %+v", got, want)
 			}
 			// Headers only, as the ring captures them: same result.
-			got = Packet{}
+			got = tcp.Packet{}
 			if err := DecodeEthernet(b[:f.headerLen()], len(b), &got); err != nil {
 				t.Fatalf("decode headers only: %v", err)
 			}
@@ -88,7 +90,7 @@ func TestDecodeIP(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			b := f.build()[ethHeaderLen:]
-			var got Packet
+			var got tcp.Packet
 			if err := DecodeIP(b[:f.headerLen()-ethHeaderLen], len(b), &got); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -106,7 +108,7 @@ func TestDecodeTruncated(t *testing.T) {
 		b := f.build()
 		h := f.headerLen()
 		for n := 0; n < h; n++ {
-			var p Packet
+			var p tcp.Packet
 			if err := DecodeEthernet(b[:n], len(b), &p); !errors.Is(err, ErrTruncated) {
 				t.Errorf("%s cut to %d of %d header bytes: %v, want ErrTruncated", name, n, h, err)
 			}
@@ -163,7 +165,7 @@ func TestDecodeErrors(t *testing.T) {
 			if tc.edit != nil {
 				b = tc.edit(b)
 			}
-			var p Packet
+			var p tcp.Packet
 			if err := DecodeEthernet(b, len(b), &p); !errors.Is(err, tc.want) {
 				t.Errorf("DecodeEthernet: %v, want %v", err, tc.want)
 			}
@@ -172,7 +174,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestDecodeIPVersion(t *testing.T) {
-	var p Packet
+	var p tcp.Packet
 	for _, b := range [][]byte{{0x00}, {0x50, 0, 0, 0}, {0xf0}} {
 		if err := DecodeIP(b, len(b), &p); !errors.Is(err, ErrMalformed) {
 			t.Errorf("DecodeIP(%x): %v, want ErrMalformed", b, err)
@@ -211,7 +213,7 @@ func TestDecodeLengths(t *testing.T) {
 			if tc.headers {
 				b = b[:tc.f.headerLen()]
 			}
-			var p Packet
+			var p tcp.Packet
 			if err := DecodeEthernet(b, wire, &p); err != nil {
 				t.Fatal(err)
 			}
@@ -225,7 +227,7 @@ func TestDecodeLengths(t *testing.T) {
 func TestDecodeAllocs(t *testing.T) {
 	for name, f := range goodFrames() {
 		b := f.build()
-		var p Packet
+		var p tcp.Packet
 		if n := testing.AllocsPerRun(100, func() { _ = DecodeEthernet(b, len(b), &p) }); n != 0 {
 			t.Errorf("%s: %v allocations per decode", name, n)
 		}
@@ -240,7 +242,7 @@ func BenchmarkDecode(b *testing.B) {
 		wire := len(f.build())
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
-			var p Packet
+			var p tcp.Packet
 			for b.Loop() {
 				if err := DecodeEthernet(buf, wire, &p); err != nil {
 					b.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // runFilter interprets the subset of classic BPF that filterProgram uses,
@@ -167,7 +169,7 @@ func TestFilter(t *testing.T) {
 func checkSnapLen(t *testing.T, what string, f frame, b []byte, snap uint32) {
 	t.Helper()
 	cut := b[:min(int(snap), len(b))]
-	var whole, part Packet
+	var whole, part tcp.Packet
 	errWhole := DecodeEthernet(b, len(b), &whole)
 	errPart := DecodeEthernet(cut, len(b), &part)
 	if errWhole != errPart || whole != part {

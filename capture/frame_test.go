@@ -3,6 +3,8 @@ package capture
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // frame describes a test frame for build. The zero value of each field
@@ -47,8 +49,8 @@ func (f *frame) headerLen() int {
 }
 
 // want is the Packet a decoder should return for f.
-func (f *frame) want() Packet {
-	return Packet{
+func (f *frame) want() tcp.Packet {
+	return tcp.Packet{
 		Src: f.src, Dst: f.dst, Seq: f.seq, Ack: f.ack,
 		PayloadLen: uint32(f.payload), Window: f.window, Flags: f.flags,
 	}

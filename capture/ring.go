@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // ErrNoInterface is wrapped by the error Open returns when Config.Iface
@@ -97,7 +99,7 @@ type Handler interface {
 	// skipped), in ring order. pkts is valid only during the call: the
 	// worker reuses it. The packets are copies: the ring block has already
 	// been handed back to the kernel, which may refill it while Block runs.
-	Block(worker int, pkts []Packet)
+	Block(worker int, pkts []tcp.Packet)
 	// Idle is called when a poll of the worker's ring found nothing ready,
 	// at least every 10 ms (or every BlockTimeout, if longer) while the
 	// ring is idle. safe is a time (ns since the Unix epoch) such that every

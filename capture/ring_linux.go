@@ -18,6 +18,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Layout of the TPACKET_V3 ring (linux/if_packet.h). The struct mirrors are
@@ -74,8 +76,8 @@ type worker struct {
 	ring      []byte
 	blockSize int
 	blocks    int
-	cur       int      // next block to read
-	pkts      []Packet // reused for every block; len is the capacity in use
+	cur       int          // next block to read
+	pkts      []tcp.Packet // reused for every block; len is the capacity in use
 	port      uint16
 	down      bool // the socket reported ENETDOWN and no block came since
 	// kstats accumulates the ring's PACKET_STATISTICS: packets (drops
@@ -144,7 +146,7 @@ func (s *sysCapture) openRing(id int, filter []unix.SockFilter) (_ *worker, err 
 		fd:        fd,
 		blockSize: cfg.BlockSize,
 		blocks:    cfg.RingSize / cfg.BlockSize,
-		pkts:      make([]Packet, cfg.BlockSize/minFrame),
+		pkts:      make([]tcp.Packet, cfg.BlockSize/minFrame),
 		port:      cfg.Port,
 	}
 	defer func() {
@@ -517,12 +519,12 @@ func (w *worker) deliver(h Handler) {
 			c.frames++
 			c.malformed++
 		}
-		var dir Direction
+		var dir tcp.Direction
 		switch sll.Pkttype {
 		case unix.PACKET_HOST:
-			dir = DirIn
+			dir = tcp.DirIn
 		case unix.PACKET_OUTGOING:
-			dir = DirOut
+			dir = tcp.DirOut
 		default:
 			c.notLocal++
 			off += next
@@ -537,7 +539,7 @@ func (w *worker) deliver(h Handler) {
 		if n == len(w.pkts) {
 			// Frames are at least minFrame bytes, so this does not happen;
 			// if it did, the slice would grow once and stay grown.
-			w.pkts = append(w.pkts, Packet{})
+			w.pkts = append(w.pkts, tcp.Packet{})
 			w.pkts = w.pkts[:cap(w.pkts)]
 		}
 		p := &w.pkts[n]
@@ -571,8 +573,8 @@ func (w *worker) deliver(h Handler) {
 		w.cur = 0
 	}
 	w.frames.Add(c.frames)
-	w.packets[DirIn].Add(dirs[DirIn])
-	w.packets[DirOut].Add(dirs[DirOut])
+	w.packets[tcp.DirIn].Add(dirs[tcp.DirIn])
+	w.packets[tcp.DirOut].Add(dirs[tcp.DirOut])
 	if c.notLocal|c.truncated|c.malformed|c.filtered != 0 {
 		w.notLocal.Add(c.notLocal)
 		w.truncated.Add(c.truncated)
@@ -586,8 +588,8 @@ func (s *sysCapture) stats() Stats {
 	var st Stats
 	for _, w := range s.workers {
 		st.Frames += w.frames.Load()
-		st.Packets[DirIn] += w.packets[DirIn].Load()
-		st.Packets[DirOut] += w.packets[DirOut].Load()
+		st.Packets[tcp.DirIn] += w.packets[tcp.DirIn].Load()
+		st.Packets[tcp.DirOut] += w.packets[tcp.DirOut].Load()
 		st.NotLocal += w.notLocal.Load()
 		st.Truncated += w.truncated.Load()
 		st.Malformed += w.malformed.Load()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // recorder is a Handler that keeps copies of everything it is given and
@@ -28,7 +29,7 @@ import (
 // Time before safe.
 type recorder struct {
 	mu         sync.Mutex
-	pkts       []Packet
+	pkts       []tcp.Packet
 	workers    map[int]bool // workers that delivered a packet
 	blocks     int
 	idle       int
@@ -50,7 +51,7 @@ func newRecorder() *recorder {
 	}
 }
 
-func (r *recorder) Block(w int, pkts []Packet) {
+func (r *recorder) Block(w int, pkts []tcp.Packet) {
 	now := time.Now().UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -81,10 +82,10 @@ func (r *recorder) Idle(w int, safe int64) {
 	}
 }
 
-func (r *recorder) packets() []Packet {
+func (r *recorder) packets() []tcp.Packet {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]Packet(nil), r.pkts...)
+	return append([]tcp.Packet(nil), r.pkts...)
 }
 
 // running is a Capture whose Run goroutine a test can stop and wait for.
@@ -140,7 +141,7 @@ func (r *running) checkContract(t *testing.T) {
 	st := r.c.Stats()
 	t.Logf("stats %+v; blocks %d, idle calls %d, per-worker steps back %d (max %v), max delivery delay %v",
 		st, r.rec.blocks, r.rec.idle, r.rec.backwards, time.Duration(r.rec.maxBack), r.rec.maxDelay)
-	got := st.Packets[DirIn] + st.Packets[DirOut]
+	got := st.Packets[tcp.DirIn] + st.Packets[tcp.DirOut]
 	if sum := got + st.NotLocal + st.Truncated + st.Malformed + st.Filtered; sum != st.Frames {
 		t.Errorf("frames %d != delivered + skipped %d", st.Frames, sum)
 	}
@@ -273,7 +274,7 @@ func TestIntegrationVeth(t *testing.T) {
 					t.Fatalf("packet %+v: local %v remote %v, want %v %v", p, p.Local(), p.Remote(), local, remote)
 				}
 				wantSrc := local
-				if p.Dir == DirIn {
+				if p.Dir == tcp.DirIn {
 					wantSrc = remote
 				}
 				if p.Src != wantSrc {
@@ -284,17 +285,17 @@ func TestIntegrationVeth(t *testing.T) {
 				}
 				count[p.Dir]++
 				payload[p.Dir] += uint64(p.PayloadLen)
-				if p.Flags&FlagSYN != 0 {
+				if p.Flags&tcp.FlagSYN != 0 {
 					syn[p.Dir] = true
 				}
 			}
-			t.Logf("packets in %d out %d, payload in %d out %d", count[DirIn], count[DirOut], payload[DirIn], payload[DirOut])
-			if !syn[DirIn] || !syn[DirOut] {
+			t.Logf("packets in %d out %d, payload in %d out %d", count[tcp.DirIn], count[tcp.DirOut], payload[tcp.DirIn], payload[tcp.DirOut])
+			if !syn[tcp.DirIn] || !syn[tcp.DirOut] {
 				t.Errorf("SYN seen (in, out) = %v, want both", syn)
 			}
 			// Retransmissions may add payload, never remove it.
-			if payload[DirOut] < up || payload[DirIn] < down {
-				t.Errorf("payload out %d in %d, want at least %d and %d", payload[DirOut], payload[DirIn], up, down)
+			if payload[tcp.DirOut] < up || payload[tcp.DirIn] < down {
+				t.Errorf("payload out %d in %d, want at least %d and %d", payload[tcp.DirOut], payload[tcp.DirIn], up, down)
 			}
 			if st := r.c.Stats(); st.KernelPackets < uint64(count[0]+count[1]) {
 				t.Errorf("kernel packets %d < delivered %d", st.KernelPackets, count[0]+count[1])
@@ -439,7 +440,7 @@ func TestIntegrationDrain(t *testing.T) {
 	r.checkContract(t)
 	var fin [2]bool
 	for _, p := range r.rec.packets() {
-		if p.Flags&FlagFIN != 0 {
+		if p.Flags&tcp.FlagFIN != 0 {
 			fin[p.Dir] = true
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // TestKernelStructLayout checks the x/sys/unix mirrors the ring reads
@@ -106,18 +108,18 @@ func newFakeWorker(port uint16) *worker {
 	const bs = 64 << 10
 	return &worker{
 		id: 3, fd: -1, ring: make([]byte, 2*bs), blockSize: bs, blocks: 2,
-		pkts: make([]Packet, bs/minFrame), port: port,
+		pkts: make([]tcp.Packet, bs/minFrame), port: port,
 	}
 }
 
 type blockRecorder struct {
-	blocks [][]Packet
+	blocks [][]tcp.Packet
 	worker int
 }
 
-func (r *blockRecorder) Block(w int, pkts []Packet) {
+func (r *blockRecorder) Block(w int, pkts []tcp.Packet) {
 	r.worker = w
-	r.blocks = append(r.blocks, append([]Packet(nil), pkts...))
+	r.blocks = append(r.blocks, append([]tcp.Packet(nil), pkts...))
 }
 
 func (r *blockRecorder) Idle(int, int64) {}
@@ -161,11 +163,11 @@ func TestDeliverBlock(t *testing.T) {
 	if rec.worker != 3 || len(rec.blocks) != 1 {
 		t.Fatalf("got worker %d, %d blocks", rec.worker, len(rec.blocks))
 	}
-	want := []Packet{f4.want(), f6.want(), f4.want(), f6.want()}
-	want[0].Time, want[0].Dir = 100e9+5, DirOut
-	want[1].Time, want[1].Dir = 100e9+6, DirIn
-	want[2].Time, want[2].Dir = 101e9+7, DirIn
-	want[3].Time, want[3].Dir = 101e9+8, DirOut
+	want := []tcp.Packet{f4.want(), f6.want(), f4.want(), f6.want()}
+	want[0].Time, want[0].Dir = 100e9+5, tcp.DirOut
+	want[1].Time, want[1].Dir = 100e9+6, tcp.DirIn
+	want[2].Time, want[2].Dir = 101e9+7, tcp.DirIn
+	want[3].Time, want[3].Dir = 101e9+8, tcp.DirOut
 	got := rec.blocks[0]
 	if len(got) != len(want) {
 		t.Fatalf("got %d packets, want %d: %+v", len(got), len(want), got)
@@ -242,8 +244,8 @@ func TestDeliverAllocs(t *testing.T) {
 
 type nopHandler struct{}
 
-func (nopHandler) Block(int, []Packet) {}
-func (nopHandler) Idle(int, int64)     {}
+func (nopHandler) Block(int, []tcp.Packet) {}
+func (nopHandler) Idle(int, int64)         {}
 
 // BenchmarkDeliverBlock measures the per-frame cost of walking and decoding
 // a ring block of headers-only frames, as the filter's snap length makes

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -50,7 +52,7 @@ func TestConfigInvalid(t *testing.T) {
 }
 
 func TestDirectionString(t *testing.T) {
-	if DirIn.String() != "i" || DirOut.String() != "o" {
-		t.Errorf("directions %q %q", DirIn, DirOut)
+	if tcp.DirIn.String() != "i" || tcp.DirOut.String() != "o" {
+		t.Errorf("directions %q %q", tcp.DirIn, tcp.DirOut)
 	}
 }

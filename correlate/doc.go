@@ -6,7 +6,7 @@
 // flow's packet counter and keeps the N-th, 2N-th, ... packet of each flow
 // (SIFTR's pkts-per-log rule). The sampled packets of one block are grouped
 // by socket, so that one inet_diag lookup serves all of them; each sampled
-// packet with an established socket becomes one output.Record, and every
+// packet with an established socket becomes one Record, and every
 // other packet is counted under the reason it was not logged. Records go to
 // a Sink (the output.Writer) together with a watermark that lets the writer
 // order records from all workers by packet time.

@@ -8,22 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/siftr-probe/siftr-probe/capture"
-	"github.com/siftr-probe/siftr-probe/diag"
-	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Lookuper reads the state of sockets; *diag.Client implements it.
 // Each worker has its own, so it need not be safe for concurrent use.
 type Lookuper interface {
-	Lookup(qs []diag.Query, out []diag.Snapshot) error
-}
-
-// Sink takes records; *output.Writer implements it. Submit must not block:
-// it returns false when it could not take the records.
-type Sink interface {
-	Submit(worker int, recs []output.Record, watermark int64) bool
-	Advance(worker int, watermark int64)
+	Lookup(qs []tcp.Query, out []tcp.Snapshot) error
 }
 
 // Config tunes an Engine. The zero value is valid.
@@ -113,16 +104,16 @@ type worker struct {
 	batch   []sampledPkt
 	slot    map[*flow]int32
 	qflows  []*flow
-	queries []diag.Query
+	queries []tcp.Query
 	qidx    []int32
-	recs    []output.Record
+	recs    []Record
 	lcount  [5][2]uint64
 	_       [64]byte
 }
 
 // sampledPkt is a sampled packet and its flow, waiting for its lookup.
 type sampledPkt struct {
-	pkt  capture.Packet
+	pkt  tcp.Packet
 	flow *flow
 }
 
@@ -197,7 +188,7 @@ func New(cfg *Config, sink Sink, lookupers []Lookuper) (*Engine, error) {
 // Block implements capture.Handler: it counts and samples one ring block
 // and hands the sampled packets to the worker's lookup side. It never waits
 // for a lookup.
-func (e *Engine) Block(wi int, pkts []capture.Packet) {
+func (e *Engine) Block(wi int, pkts []tcp.Packet) {
 	w := &e.workers[wi]
 	w.local = [5][2]uint64{}
 	w.sampled = w.sampled[:0]
@@ -207,7 +198,7 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 		d := p.Dir & 1
 		maxTime = max(maxTime, p.Time)
 		w.local[cPackets][d]++
-		if p.Flags&capture.FlagSYN != 0 {
+		if p.Flags&tcp.FlagSYN != 0 {
 			w.local[handshakeSkip(p)][d]++
 			continue
 		}
@@ -224,7 +215,7 @@ func (e *Engine) Block(wi int, pkts []capture.Packet) {
 		if p.Time-f.lastSeen.Load() > int64(time.Millisecond) {
 			f.lastSeen.Store(p.Time)
 		}
-		if p.Flags&(capture.FlagFIN|capture.FlagRST) != 0 {
+		if p.Flags&(tcp.FlagFIN|tcp.FlagRST) != 0 {
 			f.sawEnd(p)
 		}
 		if n := f.count.Add(1); e.ppl > 1 && n%e.ppl != 0 {
@@ -269,9 +260,9 @@ func (e *Engine) Idle(wi int, safe int64) {
 // (tcpcb); the SYN a server receives and the SYN-ACK it sends have no
 // connection socket yet, only the listener and the SYN cache (inpcb). Such
 // segments do not advance the flow's ppl counter.
-func handshakeSkip(p *capture.Packet) int {
-	synAck := p.Flags&capture.FlagACK != 0
-	if (p.Dir == capture.DirOut) != synAck {
+func handshakeSkip(p *tcp.Packet) int {
+	synAck := p.Flags&tcp.FlagACK != 0
+	if (p.Dir == tcp.DirOut) != synAck {
 		return cTCPCB // outbound SYN, inbound SYN-ACK
 	}
 	return cInPCB // inbound SYN, outbound SYN-ACK
@@ -340,7 +331,7 @@ func (e *Engine) process(w *worker, mark int64) {
 		if !ok {
 			q = int32(len(w.queries))
 			w.slot[f] = q
-			w.queries = append(w.queries, diag.Query{Local: f.key.local, Remote: f.key.remote, IfIndex: e.cfg.IfIndex})
+			w.queries = append(w.queries, tcp.Query{Local: f.key.local, Remote: f.key.remote, IfIndex: e.cfg.IfIndex})
 			w.qflows = append(w.qflows, f)
 		}
 		w.qidx = append(w.qidx, q)
@@ -365,7 +356,7 @@ func (e *Engine) process(w *worker, mark int64) {
 func (e *Engine) lookup(w *worker) {
 	// Records point to their snapshot until the writer is done with them:
 	// each lookup gets fresh snapshots (an allocation per lookup, not per packet).
-	snaps := make([]diag.Snapshot, len(w.queries))
+	snaps := make([]tcp.Snapshot, len(w.queries))
 	e.batches.Add(1)
 	e.lookups.Add(uint64(len(w.queries)))
 	if err := w.diag.Lookup(w.queries, snaps); err != nil {
@@ -385,21 +376,21 @@ func (e *Engine) lookup(w *worker) {
 		s := &snaps[w.qidx[i]]
 		d := p.Dir & 1
 		switch {
-		case s.Status == diag.NoSocket:
+		case s.Status == tcp.NoSocket:
 			w.lcount[cInPCB][d]++
-		case s.Status != diag.Found || !loggable(s.State):
+		case s.Status != tcp.Found || !loggable(s.State):
 			w.lcount[cTCPCB][d]++
 		default:
-			w.recs = append(w.recs, output.Record{Pkt: *p, Snap: s})
+			w.recs = append(w.recs, Record{Pkt: *p, Snap: s})
 		}
 	}
 }
 
 // observe updates a flow from its socket's snapshot: cookie, reuse of the
 // 4-tuple by a new socket, established and gone.
-func (e *Engine) observe(w *worker, qi int, s *diag.Snapshot) {
+func (e *Engine) observe(w *worker, qi int, s *tcp.Snapshot) {
 	f := w.qflows[qi]
-	if s.Status == diag.NoSocket {
+	if s.Status == tcp.NoSocket {
 		if f.established.Load() {
 			f.gone.Store(true)
 		}
@@ -412,7 +403,7 @@ func (e *Engine) observe(w *worker, qi int, s *diag.Snapshot) {
 		f = e.flows.replace(f, s.Cookie)
 		w.qflows[qi] = f
 	}
-	if s.Status == diag.Found && loggable(s.State) {
+	if s.Status == tcp.Found && loggable(s.State) {
 		f.established.Store(true)
 	} else if f.established.Load() {
 		// e.g. TIME_WAIT: the established socket is gone.
@@ -458,8 +449,8 @@ func (e *Engine) Close() error {
 // later, as SIFTR requires (t_state >= TCPS_ESTABLISHED).
 func loggable(st uint8) bool {
 	switch st {
-	case diag.StateEstablished, diag.StateFinWait1, diag.StateFinWait2,
-		diag.StateCloseWait, diag.StateLastAck, diag.StateClosing:
+	case tcp.StateEstablished, tcp.StateFinWait1, tcp.StateFinWait2,
+		tcp.StateCloseWait, tcp.StateLastAck, tcp.StateClosing:
 		return true
 	}
 	return false
@@ -487,8 +478,8 @@ func (e *Engine) Prune(now time.Time) {
 }
 
 // Counts returns the SIFTR totals so far, summed over workers.
-func (e *Engine) Counts() output.Counts {
-	var c output.Counts
+func (e *Engine) Counts() Counts {
+	var c Counts
 	for i := range e.workers {
 		w := &e.workers[i]
 		for d := 0; d < 2; d++ {
@@ -504,7 +495,7 @@ func (e *Engine) Counts() output.Counts {
 
 // Flows lists every flow that had an established socket, in the order the
 // flows were first seen, for the disable line.
-func (e *Engine) Flows() []output.Flow { return e.flows.names() }
+func (e *Engine) Flows() []Flow { return e.flows.names() }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {

@@ -10,22 +10,20 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/siftr-probe/siftr-probe/capture"
-	"github.com/siftr-probe/siftr-probe/diag"
-	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // fakeDiag answers lookups from a table; unknown sockets are NoSocket.
 type fakeDiag struct {
-	socks   map[diag.Query]diag.Snapshot
-	calls   [][]diag.Query
+	socks   map[tcp.Query]tcp.Snapshot
+	calls   [][]tcp.Query
 	err     error
 	noCalls bool // don't record calls (benchmarks)
 }
 
-func (f *fakeDiag) Lookup(qs []diag.Query, out []diag.Snapshot) error {
+func (f *fakeDiag) Lookup(qs []tcp.Query, out []tcp.Snapshot) error {
 	if !f.noCalls {
-		f.calls = append(f.calls, append([]diag.Query(nil), qs...))
+		f.calls = append(f.calls, append([]tcp.Query(nil), qs...))
 	}
 	if f.err != nil {
 		return f.err
@@ -33,7 +31,7 @@ func (f *fakeDiag) Lookup(qs []diag.Query, out []diag.Snapshot) error {
 	for i, q := range qs {
 		s, ok := f.socks[q]
 		if !ok {
-			s = diag.Snapshot{Status: diag.NoSocket}
+			s = tcp.Snapshot{Status: tcp.NoSocket}
 		}
 		out[i] = s
 	}
@@ -43,12 +41,12 @@ func (f *fakeDiag) Lookup(qs []diag.Query, out []diag.Snapshot) error {
 // fakeSink keeps what it is given.
 type fakeSink struct {
 	mu         sync.Mutex
-	recs       []output.Record
+	recs       []Record
 	watermarks map[int]int64
 	reject     bool
 }
 
-func (s *fakeSink) Submit(w int, recs []output.Record, wm int64) bool {
+func (s *fakeSink) Submit(w int, recs []Record, wm int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.reject {
@@ -72,10 +70,10 @@ func (s *fakeSink) advance(w int, wm int64) {
 	s.watermarks[w] = max(s.watermarks[w], wm)
 }
 
-func (s *fakeSink) records() []output.Record {
+func (s *fakeSink) records() []Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]output.Record(nil), s.recs...)
+	return append([]Record(nil), s.recs...)
 }
 
 func (s *fakeSink) mark(w int) int64 {
@@ -95,14 +93,14 @@ var (
 	remote = netip.MustParseAddrPort("10.0.0.2:5201")
 )
 
-func established(cookie uint64) diag.Snapshot {
-	return diag.Snapshot{Status: diag.Found, State: diag.StateEstablished, Cookie: cookie, Time: 1}
+func established(cookie uint64) tcp.Snapshot {
+	return tcp.Snapshot{Status: tcp.Found, State: tcp.StateEstablished, Cookie: cookie, Time: 1}
 }
 
 // pkt makes packet number seq of the flow local<->remote in direction d.
-func pkt(seq uint32, d capture.Direction, l, r netip.AddrPort) capture.Packet {
-	p := capture.Packet{Time: int64(seq) * 1000, Seq: seq, Dir: d}
-	if d == capture.DirOut {
+func pkt(seq uint32, d tcp.Direction, l, r netip.AddrPort) tcp.Packet {
+	p := tcp.Packet{Time: int64(seq) * 1000, Seq: seq, Dir: d}
+	if d == tcp.DirOut {
 		p.Src, p.Dst = l, r
 	} else {
 		p.Src, p.Dst = r, l
@@ -121,7 +119,7 @@ func newEngine(t testing.TB, cfg *Config, sink Sink, ls ...Lookuper) *Engine {
 }
 
 // checkConservation asserts packets = records + sampled out + skips, per direction.
-func checkConservation(t *testing.T, c output.Counts, recs []output.Record) {
+func checkConservation(t *testing.T, c Counts, recs []Record) {
 	t.Helper()
 	var lines [2]uint64
 	for _, r := range recs {
@@ -140,13 +138,13 @@ func TestPPLPhase(t *testing.T) {
 	// SIFTR: counter = (counter+1) % ppl, log when it wraps to 0: the N-th,
 	// 2N-th, ... packet of each flow, never the first (unless N = 1).
 	for _, ppl := range []uint32{1, 2, 3, 7} {
-		d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(9)}}
+		d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(9)}}
 		sink := &fakeSink{}
 		e := newEngine(t, &Config{PPL: ppl}, sink, d)
 		var want []uint32
-		var block []capture.Packet
+		var block []tcp.Packet
 		for n := uint32(1); n <= 20; n++ {
-			dir := capture.Direction(n % 2) // both directions share one counter
+			dir := tcp.Direction(n % 2) // both directions share one counter
 			block = append(block, pkt(n, dir, local, remote))
 			if n%ppl == 0 {
 				want = append(want, n)
@@ -178,24 +176,24 @@ func TestPPLPhase(t *testing.T) {
 // flags without a lookup, as SIFTR finds no established socket for them, and
 // the ppl counter starts with the first segment after them.
 func TestHandshakePPLPhase(t *testing.T) {
-	syn := func(seq uint32, d capture.Direction, flags uint8) capture.Packet {
+	syn := func(seq uint32, d tcp.Direction, flags uint8) tcp.Packet {
 		p := pkt(seq, d, local, remote)
 		p.Flags = flags
 		return p
 	}
-	const ack = capture.FlagACK
+	const ack = tcp.FlagACK
 	for _, tt := range []struct {
 		name       string
-		first      []capture.Packet // the handshake as this side sees it
+		first      []tcp.Packet // the handshake as this side sees it
 		tcpcb      [2]uint64
 		inpcb      [2]uint64
 		firstLogNo uint32 // ppl=3: the 3rd packet after the handshake
 	}{
-		{"client", []capture.Packet{syn(1, capture.DirOut, capture.FlagSYN), syn(2, capture.DirIn, capture.FlagSYN|ack)}, [2]uint64{1, 1}, [2]uint64{}, 5},
-		{"server", []capture.Packet{syn(1, capture.DirIn, capture.FlagSYN), syn(2, capture.DirOut, capture.FlagSYN|ack)}, [2]uint64{}, [2]uint64{1, 1}, 5},
+		{"client", []tcp.Packet{syn(1, tcp.DirOut, tcp.FlagSYN), syn(2, tcp.DirIn, tcp.FlagSYN|ack)}, [2]uint64{1, 1}, [2]uint64{}, 5},
+		{"server", []tcp.Packet{syn(1, tcp.DirIn, tcp.FlagSYN), syn(2, tcp.DirOut, tcp.FlagSYN|ack)}, [2]uint64{}, [2]uint64{1, 1}, 5},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(9)}}
+			d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(9)}}
 			sink := &fakeSink{}
 			e := newEngine(t, &Config{PPL: 3}, sink, d)
 			e.Block(0, tt.first)
@@ -203,9 +201,9 @@ func TestHandshakePPLPhase(t *testing.T) {
 			if len(d.calls) != 0 {
 				t.Errorf("%d lookups for handshake segments, want 0", len(d.calls))
 			}
-			var rest []capture.Packet
+			var rest []tcp.Packet
 			for n := uint32(3); n <= 9; n++ {
-				rest = append(rest, syn(n, capture.Direction(n%2), ack))
+				rest = append(rest, syn(n, tcp.Direction(n%2), ack))
 			}
 			e.Block(0, rest)
 			e.Flush()
@@ -228,7 +226,7 @@ func TestHandshakePPLPhase(t *testing.T) {
 func TestIfIndexInQueries(t *testing.T) {
 	d := &fakeDiag{}
 	e := newEngine(t, &Config{IfIndex: 42}, &fakeSink{}, d)
-	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(1, tcp.DirOut, local, remote)})
 	e.Flush()
 	if len(d.calls) != 1 || len(d.calls[0]) != 1 || d.calls[0][0].IfIndex != 42 {
 		t.Errorf("queries %+v, want one with IfIndex 42", d.calls)
@@ -237,24 +235,24 @@ func TestIfIndexInQueries(t *testing.T) {
 
 func TestOneLookupPerSocketPerBlock(t *testing.T) {
 	other := netip.MustParseAddrPort("10.0.0.3:5201")
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{
 		{Local: local, Remote: remote}: established(1),
 		{Local: local, Remote: other}:  established(2),
 	}}
 	sink := &fakeSink{}
 	e := newEngine(t, nil, sink, d)
-	e.Block(0, []capture.Packet{
-		pkt(1, capture.DirOut, local, remote),
-		pkt(2, capture.DirIn, local, remote),
-		pkt(3, capture.DirOut, local, other),
-		pkt(4, capture.DirOut, local, remote),
-		pkt(5, capture.DirIn, local, other),
+	e.Block(0, []tcp.Packet{
+		pkt(1, tcp.DirOut, local, remote),
+		pkt(2, tcp.DirIn, local, remote),
+		pkt(3, tcp.DirOut, local, other),
+		pkt(4, tcp.DirOut, local, remote),
+		pkt(5, tcp.DirIn, local, other),
 	})
 	e.Flush()
 	if len(d.calls) != 1 {
 		t.Fatalf("%d Lookup calls, want 1", len(d.calls))
 	}
-	want := []diag.Query{{Local: local, Remote: remote}, {Local: local, Remote: other}}
+	want := []tcp.Query{{Local: local, Remote: remote}, {Local: local, Remote: other}}
 	if diff := cmp.Diff(want, d.calls[0], cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("queries (-want +got):\n%s", diff)
 	}
@@ -281,22 +279,22 @@ func TestOneLookupPerSocketPerBlock(t *testing.T) {
 func TestSkipReasons(t *testing.T) {
 	synSent := netip.MustParseAddrPort("10.0.0.4:5201")
 	closed := netip.MustParseAddrPort("10.0.0.5:5201")
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{
-		{Local: local, Remote: synSent}: {Status: diag.NotEstablished, State: diag.StateSynSent, Cookie: 3},
-		{Local: local, Remote: closed}:  {Status: diag.Found, State: diag.StateClose, Cookie: 4},
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{
+		{Local: local, Remote: synSent}: {Status: tcp.NotEstablished, State: tcp.StateSynSent, Cookie: 3},
+		{Local: local, Remote: closed}:  {Status: tcp.Found, State: tcp.StateClose, Cookie: 4},
 	}}
 	sink := &fakeSink{}
 	e := newEngine(t, nil, sink, d)
-	e.Block(0, []capture.Packet{
-		pkt(1, capture.DirOut, local, remote), // no socket: inpcb
-		pkt(2, capture.DirIn, local, remote),
-		pkt(3, capture.DirIn, local, remote),
-		pkt(4, capture.DirOut, local, synSent), // tcpcb
-		pkt(5, capture.DirIn, local, closed),   // tcpcb: CLOSE is before ESTABLISHED in FreeBSD's order
+	e.Block(0, []tcp.Packet{
+		pkt(1, tcp.DirOut, local, remote), // no socket: inpcb
+		pkt(2, tcp.DirIn, local, remote),
+		pkt(3, tcp.DirIn, local, remote),
+		pkt(4, tcp.DirOut, local, synSent), // tcpcb
+		pkt(5, tcp.DirIn, local, closed),   // tcpcb: CLOSE is before ESTABLISHED in FreeBSD's order
 	})
 	e.Flush()
 	c := e.Counts()
-	want := output.Counts{
+	want := Counts{
 		Packets:   [2]uint64{3, 2},
 		SkipInPCB: [2]uint64{2, 1},
 		SkipTCPCB: [2]uint64{1, 1},
@@ -313,13 +311,13 @@ func TestSkipReasons(t *testing.T) {
 }
 
 func TestLookupErrorAndFullSinkAreMalloc(t *testing.T) {
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(1)}}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(1)}}
 	sink := &fakeSink{reject: true}
 	e := newEngine(t, nil, sink, d)
-	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirIn, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(1, tcp.DirOut, local, remote), pkt(2, tcp.DirIn, local, remote)})
 	e.Flush()
 	d.err = errors.New("netlink: boom")
-	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(3, tcp.DirOut, local, remote)})
 	e.Flush()
 	c := e.Counts()
 	if c.SkipMalloc != [2]uint64{1, 2} {
@@ -333,14 +331,14 @@ func TestLookupErrorAndFullSinkAreMalloc(t *testing.T) {
 }
 
 func TestFlowTableBound(t *testing.T) {
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}}
 	sink := &fakeSink{}
 	e := newEngine(t, &Config{MaxFlows: 2}, sink, d)
-	var block []capture.Packet
+	var block []tcp.Packet
 	for i := range 3 {
 		r := netip.AddrPortFrom(remote.Addr(), uint16(6000+i))
-		d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
-		block = append(block, pkt(uint32(i+1), capture.DirOut, local, r))
+		d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		block = append(block, pkt(uint32(i+1), tcp.DirOut, local, r))
 	}
 	e.Block(0, block)
 	e.Flush()
@@ -355,17 +353,17 @@ func TestFlowTableBound(t *testing.T) {
 }
 
 func TestPruneAndFlowList(t *testing.T) {
-	q := diag.Query{Local: local, Remote: remote}
+	q := tcp.Query{Local: local, Remote: remote}
 	idle := netip.MustParseAddrPort("10.0.0.9:5201")
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{q: established(7), {Local: local, Remote: idle}: established(8)}}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{q: established(7), {Local: local, Remote: idle}: established(8)}}
 	sink := &fakeSink{}
 	e := newEngine(t, &Config{IdleTimeout: time.Minute}, sink, d)
 	now := time.Now()
-	p := pkt(1, capture.DirOut, local, remote)
+	p := pkt(1, tcp.DirOut, local, remote)
 	p.Time = now.UnixNano()
-	pi := pkt(2, capture.DirOut, local, idle)
+	pi := pkt(2, tcp.DirOut, local, idle)
 	pi.Time = now.Add(-2 * time.Minute).UnixNano()
-	e.Block(0, []capture.Packet{pi, p})
+	e.Block(0, []tcp.Packet{pi, p})
 	e.Flush()
 	if s := e.Stats(); s.ActiveFlows != 2 {
 		t.Fatalf("%d active flows, want 2", s.ActiveFlows)
@@ -373,13 +371,13 @@ func TestPruneAndFlowList(t *testing.T) {
 	// The socket closes: the next lookup finds none, the flow is gone.
 	delete(d.socks, q)
 	p.Time++
-	e.Block(0, []capture.Packet{p})
+	e.Block(0, []tcp.Packet{p})
 	e.Flush()
 	e.Prune(now)
 	if s := e.Stats(); s.ActiveFlows != 0 || s.FlowsPruned != 2 {
 		t.Errorf("after prune: %+v, want 0 active, 2 pruned", s)
 	}
-	want := []output.Flow{{Local: local, Remote: idle}, {Local: local, Remote: remote}}
+	want := []Flow{{Local: local, Remote: idle}, {Local: local, Remote: remote}}
 	if diff := cmp.Diff(want, e.Flows(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("flow list (-want +got):\n%s", diff)
 	}
@@ -394,25 +392,25 @@ func TestEndedFlowsPruned(t *testing.T) {
 	finBoth := netip.MustParseAddrPort("10.0.0.6:5201")
 	finOne := netip.MustParseAddrPort("10.0.0.7:5201")
 	rst := netip.MustParseAddrPort("10.0.0.8:5201")
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{{Local: local, Remote: remote}: established(5)}}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(5)}}
 	sink := &fakeSink{}
 	// ppl 1000: nothing but the first flow's packet is looked up.
 	e := newEngine(t, &Config{PPL: 1000, IdleTimeout: time.Minute, ClosedTimeout: time.Second}, sink, d)
 	now := time.Now()
-	at := func(p capture.Packet, ago time.Duration, flags uint8) capture.Packet {
+	at := func(p tcp.Packet, ago time.Duration, flags uint8) tcp.Packet {
 		p.Time, p.Flags = now.Add(-ago).UnixNano(), flags
 		return p
 	}
-	var open []capture.Packet
+	var open []tcp.Packet
 	for i := range 1000 {
-		open = append(open, at(pkt(uint32(i), capture.DirOut, local, remote), 30*time.Second, capture.FlagACK))
+		open = append(open, at(pkt(uint32(i), tcp.DirOut, local, remote), 30*time.Second, tcp.FlagACK))
 	}
 	e.Block(0, open)
-	e.Block(0, []capture.Packet{
-		at(pkt(1, capture.DirOut, local, finBoth), 5*time.Second, capture.FlagFIN|capture.FlagACK),
-		at(pkt(2, capture.DirIn, local, finBoth), 5*time.Second, capture.FlagFIN|capture.FlagACK),
-		at(pkt(3, capture.DirOut, local, finOne), 5*time.Second, capture.FlagFIN|capture.FlagACK),
-		at(pkt(4, capture.DirIn, local, rst), 5*time.Second, capture.FlagRST),
+	e.Block(0, []tcp.Packet{
+		at(pkt(1, tcp.DirOut, local, finBoth), 5*time.Second, tcp.FlagFIN|tcp.FlagACK),
+		at(pkt(2, tcp.DirIn, local, finBoth), 5*time.Second, tcp.FlagFIN|tcp.FlagACK),
+		at(pkt(3, tcp.DirOut, local, finOne), 5*time.Second, tcp.FlagFIN|tcp.FlagACK),
+		at(pkt(4, tcp.DirIn, local, rst), 5*time.Second, tcp.FlagRST),
 	})
 	e.Flush()
 	e.Prune(now)
@@ -430,24 +428,24 @@ func TestEndedFlowsPruned(t *testing.T) {
 	if got := len(sink.records()); got != 2 {
 		t.Fatalf("%d records, want 2", got)
 	}
-	if diff := cmp.Diff([]output.Flow{{Local: local, Remote: remote}}, e.Flows(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff([]Flow{{Local: local, Remote: remote}}, e.Flows(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("flow list (-want +got):\n%s", diff)
 	}
 }
 
 func TestReusedFourTupleIsNewFlow(t *testing.T) {
-	q := diag.Query{Local: local, Remote: remote}
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{q: established(100)}}
+	q := tcp.Query{Local: local, Remote: remote}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{q: established(100)}}
 	sink := &fakeSink{}
 	e := newEngine(t, &Config{PPL: 2}, sink, d)
-	e.Block(0, []capture.Packet{pkt(1, capture.DirOut, local, remote), pkt(2, capture.DirOut, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(1, tcp.DirOut, local, remote), pkt(2, tcp.DirOut, local, remote)})
 	e.Flush()
 	d.socks[q] = established(200)
 	// packet 3 and 4 belong to the old flow's counter; 4 is sampled and reveals the new cookie.
-	e.Block(0, []capture.Packet{pkt(3, capture.DirOut, local, remote), pkt(4, capture.DirOut, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(3, tcp.DirOut, local, remote), pkt(4, tcp.DirOut, local, remote)})
 	e.Flush()
 	// The new flow counts from zero: 6 is its 2nd packet.
-	e.Block(0, []capture.Packet{pkt(5, capture.DirOut, local, remote), pkt(6, capture.DirOut, local, remote)})
+	e.Block(0, []tcp.Packet{pkt(5, tcp.DirOut, local, remote), pkt(6, tcp.DirOut, local, remote)})
 	e.Flush()
 	var got []uint64
 	for _, r := range sink.records() {
@@ -478,16 +476,16 @@ func TestIdleAdvancesWatermark(t *testing.T) {
 // every state and a sink that sometimes refuses, and checks the identity.
 func TestConservationRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}}
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}}
 	var remotes []netip.AddrPort
 	for i := range 50 {
 		r := netip.AddrPortFrom(remote.Addr(), uint16(7000+i))
 		remotes = append(remotes, r)
 		switch i % 4 {
 		case 0, 1:
-			d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+			d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(i + 1))
 		case 2:
-			d.socks[diag.Query{Local: local, Remote: r}] = diag.Snapshot{Status: diag.NotEstablished, State: diag.StateTimeWait, Cookie: uint64(i + 1)}
+			d.socks[tcp.Query{Local: local, Remote: r}] = tcp.Snapshot{Status: tcp.NotEstablished, State: tcp.StateTimeWait, Cookie: uint64(i + 1)}
 		}
 	}
 	sink := &fakeSink{}
@@ -496,11 +494,11 @@ func TestConservationRandom(t *testing.T) {
 		e.Flush()
 		sink.setReject(b%17 == 0)
 		n := rng.IntN(300)
-		block := make([]capture.Packet, n)
+		block := make([]tcp.Packet, n)
 		for i := range block {
-			block[i] = pkt(uint32(b*1000+i), capture.Direction(rng.IntN(2)), local, remotes[rng.IntN(len(remotes))])
-			block[i].Flags = [...]uint8{capture.FlagACK, capture.FlagACK, capture.FlagACK, capture.FlagSYN,
-				capture.FlagSYN | capture.FlagACK, capture.FlagFIN | capture.FlagACK, capture.FlagRST}[rng.IntN(7)]
+			block[i] = pkt(uint32(b*1000+i), tcp.Direction(rng.IntN(2)), local, remotes[rng.IntN(len(remotes))])
+			block[i].Flags = [...]uint8{tcp.FlagACK, tcp.FlagACK, tcp.FlagACK, tcp.FlagSYN,
+				tcp.FlagSYN | tcp.FlagACK, tcp.FlagFIN | tcp.FlagACK, tcp.FlagRST}[rng.IntN(7)]
 		}
 		if b%50 == 49 {
 			e.Prune(time.Unix(0, int64(b)*1000*1000))
@@ -514,12 +512,12 @@ func TestConservationRandom(t *testing.T) {
 // BenchmarkBlock measures the per-packet cost of flow lookup and sampling
 // (ppl=100, 64 flows, 256-packet blocks) including the lookups of sampled packets.
 func BenchmarkBlock(b *testing.B) {
-	d := &fakeDiag{socks: map[diag.Query]diag.Snapshot{}, noCalls: true}
-	var block []capture.Packet
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}, noCalls: true}
+	var block []tcp.Packet
 	for i := range 256 {
 		r := netip.AddrPortFrom(remote.Addr(), uint16(7000+i%64))
-		d.socks[diag.Query{Local: local, Remote: r}] = established(uint64(i + 1))
-		block = append(block, pkt(uint32(i), capture.Direction(i%2), local, r))
+		d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		block = append(block, pkt(uint32(i), tcp.Direction(i%2), local, r))
 	}
 	sink := discardSink{}
 	e := newEngine(b, &Config{PPL: 100}, sink, d)
@@ -536,5 +534,5 @@ func BenchmarkBlock(b *testing.B) {
 
 type discardSink struct{}
 
-func (discardSink) Submit(int, []output.Record, int64) bool { return true }
-func (discardSink) Advance(int, int64)                      {}
+func (discardSink) Submit(int, []Record, int64) bool { return true }
+func (discardSink) Advance(int, int64)               {}

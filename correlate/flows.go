@@ -8,8 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/siftr-probe/siftr-probe/capture"
-	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // flowKey is the local socket's view of a 4-tuple.
@@ -42,18 +41,18 @@ type flow struct {
 }
 
 const (
-	endIn  = 1 << 0 // a FIN from the peer (capture.DirIn)
-	endOut = 1 << 1 // a FIN from the local socket (capture.DirOut)
+	endIn  = 1 << 0 // a FIN from the peer (tcp.DirIn)
+	endOut = 1 << 1 // a FIN from the local socket (tcp.DirOut)
 	endRST = 1 << 2
 )
 
 // sawEnd records a FIN or RST of the flow.
-func (f *flow) sawEnd(p *capture.Packet) {
+func (f *flow) sawEnd(p *tcp.Packet) {
 	var b uint32
-	if p.Flags&capture.FlagRST != 0 {
+	if p.Flags&tcp.FlagRST != 0 {
 		b |= endRST
 	}
-	if p.Flags&capture.FlagFIN != 0 {
+	if p.Flags&tcp.FlagFIN != 0 {
 		b |= endIn << (p.Dir & 1)
 	}
 	f.ends.Or(b)
@@ -94,11 +93,11 @@ type flowTable struct {
 type retiredFlow struct {
 	seq    uint64
 	cookie uint64
-	name   output.Flow
+	name   Flow
 }
 
 func (f *flow) retired() retiredFlow {
-	return retiredFlow{f.seq, f.cookie.Load(), output.Flow{Local: f.key.local, Remote: f.key.remote}}
+	return retiredFlow{f.seq, f.cookie.Load(), Flow{Local: f.key.local, Remote: f.key.remote}}
 }
 
 func newFlowTable(max, maxRetired int) *flowTable {
@@ -210,7 +209,7 @@ func (t *flowTable) prune(idleBefore, closedBefore int64) {
 // and active ones, in the order they were created. A connection whose flow
 // was pruned while idle and created again (same 4-tuple, same socket cookie)
 // is listed once; a reused 4-tuple with a new socket is listed again.
-func (t *flowTable) names() []output.Flow {
+func (t *flowTable) names() []Flow {
 	t.mu.Lock()
 	all := slices.Clone(t.retired)
 	t.mu.Unlock()
@@ -226,11 +225,11 @@ func (t *flowTable) names() []output.Flow {
 	}
 	slices.SortFunc(all, func(a, b retiredFlow) int { return cmp.Compare(a.seq, b.seq) })
 	type conn struct {
-		name   output.Flow
+		name   Flow
 		cookie uint64
 	}
 	listed := make(map[conn]bool, len(all))
-	names := make([]output.Flow, 0, len(all))
+	names := make([]Flow, 0, len(all))
 	for _, r := range all {
 		c := conn{r.name, r.cookie}
 		if listed[c] {

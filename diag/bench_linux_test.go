@@ -22,6 +22,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // benchConns are the numbers of live loopback connections (two sockets
@@ -32,7 +33,7 @@ var benchConns = []int{100, 1000, 10000}
 // fixture is a namespace holding n established loopback connections.
 type fixture struct {
 	ns string
-	qs []Query // both ends of every connection
+	qs []tcp.Query // both ends of every connection
 }
 
 // newFixture builds a fresh lab with n connections, removed when b ends.
@@ -104,7 +105,7 @@ func newFixture(b *testing.B, n int) *fixture {
 		}
 	})
 	for i := range n {
-		f.qs = append(f.qs, Query{Local: clients[i], Remote: laddr}, queryOf(servers[i]))
+		f.qs = append(f.qs, tcp.Query{Local: clients[i], Remote: laddr}, queryOf(servers[i]))
 	}
 	return f
 }
@@ -158,14 +159,14 @@ func raiseNofile(b *testing.B, want int) {
 }
 
 // checkAllFound fails the benchmark unless every query is Found.
-func checkAllFound(b *testing.B, c *Client, qs []Query) {
+func checkAllFound(b *testing.B, c *Client, qs []tcp.Query) {
 	b.Helper()
-	out := make([]Snapshot, len(qs))
+	out := make([]tcp.Snapshot, len(qs))
 	if err := c.Lookup(qs, out); err != nil {
 		b.Fatal(err)
 	}
 	for i, s := range out {
-		if s.Status != Found {
+		if s.Status != tcp.Found {
 			b.Fatalf("query %d %v: %v", i, qs[i], s.Status)
 		}
 	}
@@ -175,9 +176,9 @@ func checkAllFound(b *testing.B, c *Client, qs []Query) {
 // one or a few recvmmsg), walking all the host's sockets in turn; ns/socket
 // is the cost per socket.
 func BenchmarkLookupBatched(b *testing.B) {
-	benchBatched(b, func(qs []Query) func(i int) []Query {
-		ring := append(append([]Query{}, qs...), qs[:DefaultBatchSize]...)
-		return func(i int) []Query {
+	benchBatched(b, func(qs []tcp.Query) func(i int) []tcp.Query {
+		ring := append(append([]tcp.Query{}, qs...), qs[:DefaultBatchSize]...)
+		return func(i int) []tcp.Query {
 			start := (i * DefaultBatchSize) % len(qs)
 			return ring[start : start+DefaultBatchSize]
 		}
@@ -190,26 +191,26 @@ func BenchmarkLookupBatched(b *testing.B) {
 // It separates what the socket count costs the lookup itself (nothing: an
 // exact hash lookup) from cache misses on sockets nobody touched lately.
 func BenchmarkLookupBatchedHot(b *testing.B) {
-	benchBatched(b, func(qs []Query) func(i int) []Query {
+	benchBatched(b, func(qs []tcp.Query) func(i int) []tcp.Query {
 		// Spread over the whole hash table, not the first connections made.
-		hot := make([]Query, DefaultBatchSize)
+		hot := make([]tcp.Query, DefaultBatchSize)
 		for i := range hot {
 			hot[i] = qs[i*len(qs)/DefaultBatchSize]
 		}
-		return func(int) []Query { return hot }
+		return func(int) []tcp.Query { return hot }
 	})
 }
 
 // benchBatched runs batched lookups against each fixture size; pick, given
 // all the fixture's queries, returns the batch for the i-th op.
-func benchBatched(b *testing.B, pick func(qs []Query) func(i int) []Query) {
+func benchBatched(b *testing.B, pick func(qs []tcp.Query) func(i int) []tcp.Query) {
 	for _, n := range benchConns {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			f := newFixture(b, n)
 			c := openT(b, &Config{NetNS: f.ns, BatchSize: DefaultBatchSize})
 			checkAllFound(b, c, f.qs)
 			batchOf := pick(f.qs)
-			out := make([]Snapshot, DefaultBatchSize)
+			out := make([]tcp.Snapshot, DefaultBatchSize)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -230,7 +231,7 @@ func BenchmarkLookupSingle(b *testing.B) {
 			f := newFixture(b, n)
 			c := openT(b, &Config{NetNS: f.ns, BatchSize: 1})
 			checkAllFound(b, c, f.qs)
-			out := make([]Snapshot, 1)
+			out := make([]tcp.Snapshot, 1)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -268,7 +269,7 @@ func BenchmarkLookupMdlayher(b *testing.B) {
 				putRequest(buf, 0, &r)
 				reqs[i] = buf[sizeofNlmsghdr:]
 			}
-			var s Snapshot
+			var s tcp.Snapshot
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -279,7 +280,7 @@ func BenchmarkLookupMdlayher(b *testing.B) {
 				if err != nil || len(msgs) != 1 {
 					b.Fatalf("Execute: %d messages, %v", len(msgs), err)
 				}
-				if parseReply(uint16(msgs[0].Header.Type), msgs[0].Data, &s); s.Status != Found {
+				if parseReply(uint16(msgs[0].Header.Type), msgs[0].Data, &s); s.Status != tcp.Found {
 					b.Fatalf("status %v", s.Status)
 				}
 				i++
@@ -334,13 +335,13 @@ func BenchmarkLookupVishvananda(b *testing.B) {
 // recorded reply with tcp_info.
 func BenchmarkParseReply(b *testing.B) {
 	d := readTestdata(b, "reply-established-v4.bin")
-	var s Snapshot
+	var s tcp.Snapshot
 	b.ReportAllocs()
 	for b.Loop() {
 		typ, _, payload, _, _ := nextMessage(d)
 		parseReply(typ, payload, &s)
 	}
-	if s.Status != Found {
+	if s.Status != tcp.Found {
 		b.Fatal(s.Status)
 	}
 }

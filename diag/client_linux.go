@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 const (
@@ -159,7 +160,7 @@ func growBuf(fd, opt, force, want int) error {
 // The error is only for transport failures (the socket is closed or a
 // syscall failed, or replies were lost even after asking again); out is
 // then partly filled. Lookup does not allocate.
-func (c *Client) Lookup(qs []Query, out []Snapshot) error {
+func (c *Client) Lookup(qs []tcp.Query, out []tcp.Snapshot) error {
 	if len(out) < len(qs) {
 		return fmt.Errorf("diag: lookup: %d queries but room for %d snapshots", len(qs), len(out))
 	}
@@ -182,14 +183,14 @@ type counts struct {
 	found, notEstablished, noSocket, listener, errors, overruns, resent, batches uint64
 }
 
-func (c *Client) lookupBatch(fd int, qs []Query, out []Snapshot) error {
+func (c *Client) lookupBatch(fd int, qs []tcp.Query, out []tcp.Snapshot) error {
 	var n counts
 	defer c.addCounts(&n)
 
 	c.idx = c.idx[:0]
 	for i := range qs {
 		if _, ok := makeRequest(qs[i]); !ok {
-			out[i] = Snapshot{Time: time.Now().UnixNano(), Status: NoSocket}
+			out[i] = tcp.Snapshot{Time: time.Now().UnixNano(), Status: tcp.NoSocket}
 			n.noSocket++
 			n.errors++
 			continue
@@ -215,7 +216,7 @@ func (c *Client) lookupBatch(fd int, qs []Query, out []Snapshot) error {
 
 // roundTrip sends the queries named by c.idx in one sendmsg, reads the
 // replies and leaves in c.idx those whose reply was lost.
-func (c *Client) roundTrip(fd int, qs []Query, out []Snapshot, n *counts) error {
+func (c *Client) roundTrip(fd int, qs []tcp.Query, out []tcp.Snapshot, n *counts) error {
 	cnt := len(c.idx)
 	base := c.seq
 	c.seq += uint32(cnt)
@@ -286,7 +287,7 @@ func (c *Client) roundTrip(fd int, qs []Query, out []Snapshot, n *counts) error 
 // handleDatagram applies the replies in one datagram to out and returns how
 // many pending queries they answered. Replies whose sequence number is not
 // of the batch in flight (left over from an interrupted call) are dropped.
-func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []Snapshot, n *counts) int {
+func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []tcp.Snapshot, n *counts) int {
 	answered := 0
 	for {
 		typ, seq, payload, rest, ok := nextMessage(d)
@@ -302,9 +303,9 @@ func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []Snapshot, 
 		switch kind, errno := parseReply(typ, payload, s); kind {
 		case replySocket:
 			switch s.Status {
-			case Found:
+			case tcp.Found:
 				n.found++
-			case NotEstablished:
+			case tcp.NotEstablished:
 				n.notEstablished++
 			default:
 				n.noSocket++
@@ -322,7 +323,7 @@ func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []Snapshot, 
 			default:
 				n.errors++
 			}
-			*s = Snapshot{Time: s.Time, Status: NoSocket}
+			*s = tcp.Snapshot{Time: s.Time, Status: tcp.NoSocket}
 			n.noSocket++
 		default:
 			continue
@@ -334,7 +335,7 @@ func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []Snapshot, 
 
 // zoneIndex resolves the interface name in a link-local IPv6 query's zone;
 // names are remembered per Client.
-func (c *Client) zoneIndex(q Query) uint32 {
+func (c *Client) zoneIndex(q tcp.Query) uint32 {
 	z := q.Local.Addr().Zone()
 	if z == "" {
 		z = q.Remote.Addr().Zone()

@@ -5,6 +5,8 @@ package diag
 import (
 	"fmt"
 	"runtime"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Client is a NETLINK_SOCK_DIAG client; it exists only on Linux.
@@ -16,7 +18,7 @@ func Open(cfg *Config) (*Client, error) {
 }
 
 // Lookup fails on this platform.
-func (c *Client) Lookup(qs []Query, out []Snapshot) error {
+func (c *Client) Lookup(qs []tcp.Query, out []tcp.Snapshot) error {
 	return fmt.Errorf("diag: not supported on %s", runtime.GOOS)
 }
 

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // FuzzParseReply feeds arbitrary datagrams to the reply parser: it must
@@ -33,7 +35,7 @@ func FuzzParseReply(f *testing.F) {
 			if len(rest) >= len(d) {
 				t.Fatalf("no progress: rest %d of %d", len(rest), len(d))
 			}
-			s := Snapshot{Time: 1}
+			s := tcp.Snapshot{Time: 1}
 			kind, _ := parseReply(typ, payload, &s)
 			if int(s.InfoLen) > len(payload) {
 				t.Fatalf("InfoLen %d > payload %d", s.InfoLen, len(payload))
@@ -41,7 +43,7 @@ func FuzzParseReply(f *testing.F) {
 			if s.Time != 1 {
 				t.Fatal("Time not kept")
 			}
-			if kind != replySocket && s.Status != NoSocket {
+			if kind != replySocket && s.Status != tcp.NoSocket {
 				t.Fatalf("status %v from a non-socket reply", s.Status)
 			}
 			if i > total {
@@ -49,7 +51,7 @@ func FuzzParseReply(f *testing.F) {
 			}
 			d = rest
 		}
-		var info TCPInfo
+		var info tcp.Info
 		if n := ParseTCPInfo(d, &info); n > len(d) {
 			t.Fatalf("ParseTCPInfo used %d of %d bytes", n, len(d))
 		}

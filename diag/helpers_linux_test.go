@@ -13,6 +13,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // listen opens a TCP listener inside ns (network "tcp4", "tcp6" or "tcp").
@@ -64,8 +65,8 @@ func dial(t testing.TB, ns string, ln *net.TCPListener, network, raddr string) c
 }
 
 // queryOf is the query for conn's own socket.
-func queryOf(c net.Conn) Query {
-	return Query{
+func queryOf(c net.Conn) tcp.Query {
+	return tcp.Query{
 		Local:  c.LocalAddr().(*net.TCPAddr).AddrPort(),
 		Remote: c.RemoteAddr().(*net.TCPAddr).AddrPort(),
 	}
@@ -85,10 +86,10 @@ func openT(t testing.TB, cfg *Config) *Client {
 	return c
 }
 
-func lookup1(t testing.TB, c *Client, q Query) Snapshot {
+func lookup1(t testing.TB, c *Client, q tcp.Query) tcp.Snapshot {
 	t.Helper()
-	var out [1]Snapshot
-	if err := c.Lookup([]Query{q}, out[:]); err != nil {
+	var out [1]tcp.Snapshot
+	if err := c.Lookup([]tcp.Query{q}, out[:]); err != nil {
 		t.Fatalf("Lookup(%v): %v", q, err)
 	}
 	return out[0]
@@ -126,7 +127,7 @@ func rawExchange(t testing.TB, ns string, r request) []byte {
 }
 
 // mappedRequest asks for q as AF_INET6 with v4-mapped addresses.
-func mappedRequest(q Query) request {
+func mappedRequest(q tcp.Query) request {
 	r := request{family: afInet6, lport: q.Local.Port(), rport: q.Remote.Port()}
 	r.local = netip.AddrFrom16(q.Local.Addr().Unmap().As16()).As16()
 	r.remote = netip.AddrFrom16(q.Remote.Addr().Unmap().As16()).As16()
@@ -134,7 +135,7 @@ func mappedRequest(q Query) request {
 }
 
 // waitState polls until q's socket is in state (or the deadline passes).
-func waitState(t testing.TB, c *Client, q Query, state uint8) Snapshot {
+func waitState(t testing.TB, c *Client, q tcp.Query, state uint8) tcp.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -20,12 +20,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // checkFound checks the snapshot of a live, established connection.
-func checkFound(t *testing.T, what string, s Snapshot, family uint8) {
+func checkFound(t *testing.T, what string, s tcp.Snapshot, family uint8) {
 	t.Helper()
-	if s.Status != Found || s.State != StateEstablished || s.Family != family {
+	if s.Status != tcp.Found || s.State != tcp.StateEstablished || s.Family != family {
 		t.Fatalf("%s: status %v state %d family %d; want found, 1, %d", what, s.Status, s.State, s.Family, family)
 	}
 	if s.Info.SndMSS == 0 || s.Info.RTT == 0 || s.CongName() == "" || s.Cookie == 0 || s.Inode == 0 {
@@ -35,7 +36,7 @@ func checkFound(t *testing.T, what string, s Snapshot, family uint8) {
 	if s.SndBuf == 0 || s.RcvBuf == 0 || s.InfoLen < tcpInfoLen6_7 || s.Time == 0 {
 		t.Errorf("%s: sndbuf %d rcvbuf %d infolen %d time %d", what, s.SndBuf, s.RcvBuf, s.InfoLen, s.Time)
 	}
-	if s.Info.State != StateEstablished || s.Info.Options&OptWScale == 0 {
+	if s.Info.State != tcp.StateEstablished || s.Info.Options&tcp.OptWScale == 0 {
 		t.Errorf("%s: tcp_info state %d options %#x", what, s.Info.State, s.Info.Options)
 	}
 }
@@ -89,21 +90,21 @@ func TestIntegrationAbsent(t *testing.T) {
 	p := dial(t, ns, ln, "tcp4", "")
 
 	port := ln.Addr().(*net.TCPAddr).AddrPort()
-	onListener := Query{Local: port, Remote: netip.MustParseAddrPort("127.0.0.1:1")}
-	if s := lookup1(t, c, onListener); s != (Snapshot{Time: s.Time, Status: NoSocket}) {
+	onListener := tcp.Query{Local: port, Remote: netip.MustParseAddrPort("127.0.0.1:1")}
+	if s := lookup1(t, c, onListener); s != (tcp.Snapshot{Time: s.Time, Status: tcp.NoSocket}) {
 		t.Errorf("absent 4-tuple on a listening port: %+v, want only Status NoSocket", s)
 	}
 	if got := c.Stats().ListenerReplies; got != 1 {
 		t.Errorf("ListenerReplies = %d, want 1", got)
 	}
-	noListener := Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: queryOf(p.client).Local}
-	if s := lookup1(t, c, noListener); s.Status != NoSocket {
+	noListener := tcp.Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: queryOf(p.client).Local}
+	if s := lookup1(t, c, noListener); s.Status != tcp.NoSocket {
 		t.Errorf("absent 4-tuple without listener: %v", s.Status)
 	}
 	// The right ports, the wrong peer address.
 	q := queryOf(p.client)
 	q.Remote = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), q.Remote.Port())
-	if s := lookup1(t, c, q); s.Status != NoSocket {
+	if s := lookup1(t, c, q); s.Status != tcp.NoSocket {
 		t.Errorf("wrong peer address: %v", s.Status)
 	}
 	st := c.Stats()
@@ -132,7 +133,7 @@ func TestIntegrationDualStack(t *testing.T) {
 			if !mapped.Local.Addr().Is4In6() {
 				t.Fatalf("server socket address %v is not v4-mapped", mapped.Local)
 			}
-			plain := Query{
+			plain := tcp.Query{
 				Local:  netip.AddrPortFrom(mapped.Local.Addr().Unmap(), mapped.Local.Port()),
 				Remote: netip.AddrPortFrom(mapped.Remote.Addr().Unmap(), mapped.Remote.Port()),
 			}
@@ -147,9 +148,9 @@ func TestIntegrationDualStack(t *testing.T) {
 			// addresses finds the same socket.
 			d := rawExchange(t, tt.serverNS, mappedRequest(plain))
 			typ, _, payload, _, _ := nextMessage(d)
-			var s3 Snapshot
+			var s3 tcp.Snapshot
 			parseReply(typ, payload, &s3)
-			if s3.Status != Found || s3.Cookie != s1.Cookie {
+			if s3.Status != tcp.Found || s3.Cookie != s1.Cookie {
 				t.Errorf("AF_INET6 v4-mapped request: %v cookie %d", s3.Status, s3.Cookie)
 			}
 			if got := c.Stats().V4MappedRetries; got != 0 {
@@ -160,7 +161,7 @@ func TestIntegrationDualStack(t *testing.T) {
 }
 
 // timeWait makes a connection from A to B whose A end is in TIME_WAIT.
-func timeWait(t *testing.T, c *Client, a string, ln *net.TCPListener) Query {
+func timeWait(t *testing.T, c *Client, a string, ln *net.TCPListener) tcp.Query {
 	t.Helper()
 	p := dial(t, a, ln, "tcp4", "")
 	q := queryOf(p.client)
@@ -169,7 +170,7 @@ func timeWait(t *testing.T, c *Client, a string, ln *net.TCPListener) Query {
 		t.Fatalf("server read: %v, want EOF", err)
 	}
 	p.server.Close()
-	if s := waitState(t, c, q, StateTimeWait); s.State != StateTimeWait {
+	if s := waitState(t, c, q, tcp.StateTimeWait); s.State != tcp.StateTimeWait {
 		t.Fatalf("state %d, want TIME_WAIT", s.State)
 	}
 	return q
@@ -181,7 +182,7 @@ func TestIntegrationTimeWait(t *testing.T) {
 	ln := listen(t, lab.B.NetNS, "tcp4", lab.B.Addr4.String()+":0")
 	q := timeWait(t, c, lab.A.NetNS, ln)
 	s := lookup1(t, c, q)
-	if s.Status != NotEstablished || s.State != StateTimeWait || s.InfoLen != 0 || s.Cookie == 0 {
+	if s.Status != tcp.NotEstablished || s.State != tcp.StateTimeWait || s.InfoLen != 0 || s.Cookie == 0 {
 		t.Errorf("TIME_WAIT socket: status %v state %d infolen %d cookie %d", s.Status, s.State, s.InfoLen, s.Cookie)
 	}
 }
@@ -191,8 +192,8 @@ func TestIntegrationBatchMixed(t *testing.T) {
 	lab := newLab(t)
 	a, b := lab.A.NetNS, lab.B.NetNS
 	type item struct {
-		q      Query
-		status Status
+		q      tcp.Query
+		status tcp.Status
 		family uint8
 	}
 	var kinds []item
@@ -205,30 +206,30 @@ func TestIntegrationBatchMixed(t *testing.T) {
 	lnv6 := listen(t, b, "tcp6", "["+lab.B.Addr6.String()+"]:0")
 	for range 3 {
 		p := dial(t, a, ln4, "tcp4", "")
-		kinds = append(kinds, item{queryOf(p.client), Found, afInet}, item{queryOf(p.server), Found, afInet})
+		kinds = append(kinds, item{queryOf(p.client), tcp.Found, afInet}, item{queryOf(p.server), tcp.Found, afInet})
 		p = dial(t, a, ln6, "tcp6", "")
-		kinds = append(kinds, item{queryOf(p.client), Found, afInet6}, item{queryOf(p.server), Found, afInet6})
+		kinds = append(kinds, item{queryOf(p.client), tcp.Found, afInet6}, item{queryOf(p.server), tcp.Found, afInet6})
 		p = dial(t, a, lnd, "tcp4", "127.0.0.1")
 		srv := queryOf(p.server)
 		srv.Local = netip.AddrPortFrom(srv.Local.Addr().Unmap(), srv.Local.Port())
 		srv.Remote = netip.AddrPortFrom(srv.Remote.Addr().Unmap(), srv.Remote.Port())
-		kinds = append(kinds, item{queryOf(p.client), Found, afInet}, item{srv, Found, afInet6})
+		kinds = append(kinds, item{queryOf(p.client), tcp.Found, afInet}, item{srv, tcp.Found, afInet6})
 		p = dial(t, a, lnv, "tcp4", "")
-		kinds = append(kinds, item{queryOf(p.client), Found, afInet})
+		kinds = append(kinds, item{queryOf(p.client), tcp.Found, afInet})
 		p = dial(t, a, lnv6, "tcp6", "")
-		kinds = append(kinds, item{queryOf(p.client), Found, afInet6})
-		kinds = append(kinds, item{timeWait(t, cc, a, lnv), NotEstablished, afInet})
+		kinds = append(kinds, item{queryOf(p.client), tcp.Found, afInet6})
+		kinds = append(kinds, item{timeWait(t, cc, a, lnv), tcp.NotEstablished, afInet})
 	}
 	lport := ln4.Addr().(*net.TCPAddr).AddrPort()
 	kinds = append(kinds,
-		item{Query{Local: lport, Remote: netip.MustParseAddrPort("127.0.0.1:7")}, NoSocket, 0},
-		item{Query{Local: netip.MustParseAddrPort("[::1]:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, NoSocket, 0},
-		item{Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, NoSocket, 0}, // invalid
+		item{tcp.Query{Local: lport, Remote: netip.MustParseAddrPort("127.0.0.1:7")}, tcp.NoSocket, 0},
+		item{tcp.Query{Local: netip.MustParseAddrPort("[::1]:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, tcp.NoSocket, 0},
+		item{tcp.Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("[::1]:2")}, tcp.NoSocket, 0}, // invalid
 		// A socket of namespace B is not visible from A.
-		item{Query{Local: lnv.Addr().(*net.TCPAddr).AddrPort(), Remote: netip.MustParseAddrPort("10.77.0.1:9")}, NoSocket, 0},
+		item{tcp.Query{Local: lnv.Addr().(*net.TCPAddr).AddrPort(), Remote: netip.MustParseAddrPort("10.77.0.1:9")}, tcp.NoSocket, 0},
 	)
 
-	qs := make([]Query, 200)
+	qs := make([]tcp.Query, 200)
 	want := make([]item, 200)
 	for i := range qs {
 		want[i] = kinds[(i*7)%len(kinds)]
@@ -237,14 +238,14 @@ func TestIntegrationBatchMixed(t *testing.T) {
 	for _, batch := range []int{0, 1, 7, 64, 200, 1000} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
 			c := openT(t, &Config{NetNS: a, BatchSize: batch})
-			out := make([]Snapshot, len(qs))
+			out := make([]tcp.Snapshot, len(qs))
 			for round := range 2 {
 				if err := c.Lookup(qs, out); err != nil {
 					t.Fatal(err)
 				}
 				var nFound, nNot, nNo uint64
 				for i, s := range out {
-					if s.Status != want[i].status || (s.Status != NoSocket && s.Family != want[i].family) {
+					if s.Status != want[i].status || (s.Status != tcp.NoSocket && s.Family != want[i].family) {
 						t.Errorf("round %d query %d %v: status %v family %d, want %v %d",
 							round, i, qs[i], s.Status, s.Family, want[i].status, want[i].family)
 					}
@@ -252,9 +253,9 @@ func TestIntegrationBatchMixed(t *testing.T) {
 						t.Errorf("query %d: no time", i)
 					}
 					switch s.Status {
-					case Found:
+					case tcp.Found:
 						nFound++
-					case NotEstablished:
+					case tcp.NotEstablished:
 						nNot++
 					default:
 						nNo++
@@ -267,9 +268,9 @@ func TestIntegrationBatchMixed(t *testing.T) {
 				}
 			}
 			// The cookie of each socket is the same in every batch.
-			seen := map[Query]uint64{}
+			seen := map[tcp.Query]uint64{}
 			for i, s := range out {
-				if s.Status == NoSocket {
+				if s.Status == tcp.NoSocket {
 					continue
 				}
 				if ck, ok := seen[qs[i]]; ok && ck != s.Cookie {
@@ -290,7 +291,7 @@ func TestIntegrationOverrun(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
-	var qs []Query
+	var qs []tcp.Query
 	for range 16 {
 		p := dial(t, ns, ln, "tcp4", "")
 		qs = append(qs, queryOf(p.client), queryOf(p.server))
@@ -298,12 +299,12 @@ func TestIntegrationOverrun(t *testing.T) {
 	for len(qs) < 128 {
 		qs = append(qs, qs[:min(len(qs), 128-len(qs))]...)
 	}
-	out := make([]Snapshot, len(qs))
+	out := make([]tcp.Snapshot, len(qs))
 	if err := c.Lookup(qs, out); err != nil {
 		t.Fatal(err)
 	}
 	for i, s := range out {
-		if s.Status != Found {
+		if s.Status != tcp.Found {
 			t.Errorf("query %d: %v", i, s.Status)
 		}
 	}
@@ -336,7 +337,7 @@ func TestIntegrationNetNS(t *testing.T) {
 	checkFound(t, "opened inside netns.Do", lookup1(t, inside, q), afInet)
 
 	host := openT(t, nil)
-	if s := lookup1(t, host, q); s.Status != NoSocket {
+	if s := lookup1(t, host, q); s.Status != tcp.NoSocket {
 		t.Errorf("host namespace sees the lab's socket: %v", s.Status)
 	}
 
@@ -351,9 +352,9 @@ func TestIntegrationClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]Snapshot, 1)
-	q := Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("127.0.0.1:2")}
-	if err := c.Lookup([]Query{q, q}, out); err == nil {
+	out := make([]tcp.Snapshot, 1)
+	q := tcp.Query{Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("127.0.0.1:2")}
+	if err := c.Lookup([]tcp.Query{q, q}, out); err == nil {
 		t.Error("Lookup with a short out succeeded")
 	}
 	if err := c.Close(); err != nil {
@@ -362,7 +363,7 @@ func TestIntegrationClose(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := c.Lookup([]Query{q}, out); !errors.Is(err, net.ErrClosed) {
+	if err := c.Lookup([]tcp.Query{q}, out); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Lookup after Close: %v, want net.ErrClosed", err)
 	}
 }
@@ -426,7 +427,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 		t.Skip("helper for TestIntegrationUnprivileged")
 	}
 	l, r, _ := strings.Cut(v, ",")
-	q := Query{Local: netip.MustParseAddrPort(l), Remote: netip.MustParseAddrPort(r)}
+	q := tcp.Query{Local: netip.MustParseAddrPort(l), Remote: netip.MustParseAddrPort(r)}
 	c, err := Open(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -484,16 +485,16 @@ func TestIntegrationLinkLocal(t *testing.T) {
 		}
 		return err
 	})
-	numeric := Query{
+	numeric := tcp.Query{
 		Local:  netip.AddrPortFrom(q.Local.Addr().WithZone(fmt.Sprint(idx)), q.Local.Port()),
 		Remote: netip.AddrPortFrom(q.Remote.Addr().WithZone(fmt.Sprint(idx)), q.Remote.Port()),
 	}
 	checkFound(t, "numeric zone", lookup1(t, ca, numeric), afInet6)
-	noZone := Query{
+	noZone := tcp.Query{
 		Local:  netip.AddrPortFrom(q.Local.Addr().WithZone(""), q.Local.Port()),
 		Remote: netip.AddrPortFrom(q.Remote.Addr().WithZone(""), q.Remote.Port()),
 	}
-	if s := lookup1(t, ca, noZone); s.Status != NoSocket {
+	if s := lookup1(t, ca, noZone); s.Status != tcp.NoSocket {
 		t.Errorf("link-local without zone: %v, want NoSocket (the socket is bound to its interface)", s.Status)
 	}
 	// What capture gives: addresses without zone, the capture interface's index.
@@ -501,7 +502,7 @@ func TestIntegrationLinkLocal(t *testing.T) {
 	checkFound(t, "IfIndex, no zone", lookup1(t, ca, noZone), afInet6)
 	wrong := noZone
 	wrong.IfIndex = uint32(idx) + 1000
-	if s := lookup1(t, ca, wrong); s.Status != NoSocket {
+	if s := lookup1(t, ca, wrong); s.Status != tcp.NoSocket {
 		t.Errorf("link-local with another IfIndex: %v, want NoSocket", s.Status)
 	}
 }

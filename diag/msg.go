@@ -3,6 +3,8 @@ package diag
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Netlink and sock_diag constants (include/uapi/linux/netlink.h,
@@ -139,7 +141,7 @@ type request struct {
 // socket: an invalid address, or one IPv4 and one (non-mapped) IPv6 address.
 // ifindex is the numeric zone of a link-local IPv6 address if there is one,
 // else q.IfIndex; the caller resolves zone names.
-func makeRequest(q Query) (r request, ok bool) {
+func makeRequest(q tcp.Query) (r request, ok bool) {
 	l, rm := q.Local.Addr(), q.Remote.Addr()
 	if !l.IsValid() || !rm.IsValid() {
 		return r, false
@@ -263,9 +265,9 @@ func parseError(payload []byte) (errno int32, ok bool) {
 // (inet_diag_msg followed by attributes) and sets s.Status from the
 // socket's state. s.Time is kept; every other field of s is overwritten.
 // ok is false when the payload is too short to hold inet_diag_msg.
-func parseSocket(payload []byte, s *Snapshot) (ok bool) {
+func parseSocket(payload []byte, s *tcp.Snapshot) (ok bool) {
 	t := s.Time
-	*s = Snapshot{Time: t}
+	*s = tcp.Snapshot{Time: t}
 	if len(payload) < sizeofDiagMsg {
 		return false
 	}
@@ -317,36 +319,36 @@ func parseSocket(payload []byte, s *Snapshot) (ok bool) {
 		attrs = attrs[a:]
 	}
 	s.Status = statusOf(s.State, hasInfo)
-	if s.Status == NoSocket {
+	if s.Status == tcp.NoSocket {
 		// A listener answered for an absent 4-tuple: nothing here
 		// describes the queried connection.
-		*s = Snapshot{Time: t}
+		*s = tcp.Snapshot{Time: t}
 	}
 	return true
 }
 
 // statusOf maps a reply's TCP state, and whether it carried tcp_info, to a
 // lookup outcome.
-func statusOf(state uint8, hasInfo bool) Status {
+func statusOf(state uint8, hasInfo bool) tcp.Status {
 	switch state {
-	case StateListen:
+	case tcp.StateListen:
 		// The kernel falls back to the listener when the 4-tuple has
 		// no socket of its own.
-		return NoSocket
-	case StateSynSent, StateSynRecv, StateNewSynRecv, StateTimeWait:
-		return NotEstablished
+		return tcp.NoSocket
+	case tcp.StateSynSent, tcp.StateSynRecv, tcp.StateNewSynRecv, tcp.StateTimeWait:
+		return tcp.NotEstablished
 	}
 	if !hasInfo {
-		return NotEstablished
+		return tcp.NotEstablished
 	}
-	return Found
+	return tcp.Found
 }
 
 // parseReply parses one netlink message (header and payload, as split by
 // nextMessage) into s when it answers a lookup. kind says what it was; for
 // replyError, errno is the positive error number. A malformed reply
 // (too short for its type) is reported as replyError with errno -1.
-func parseReply(typ uint16, payload []byte, s *Snapshot) (kind int, errno int32) {
+func parseReply(typ uint16, payload []byte, s *tcp.Snapshot) (kind int, errno int32) {
 	switch typ {
 	case sockDiagByFamily:
 		if !parseSocket(payload, s) {

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 func TestLayout(t *testing.T) {
@@ -63,7 +65,7 @@ func TestPutRequest(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		q      Query
+		q      tcp.Query
 		family uint8
 		src    [16]byte
 		dst    [16]byte
@@ -71,28 +73,28 @@ func TestPutRequest(t *testing.T) {
 	}{
 		{
 			name:   "ipv4",
-			q:      Query{Local: netip.MustParseAddrPort("10.77.0.1:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000")},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("10.77.0.1:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000")},
 			family: afInet,
 			src:    [16]byte{10, 77, 0, 1},
 			dst:    [16]byte{10, 77, 0, 2},
 		},
 		{
 			name:   "v4-mapped is asked as ipv4",
-			q:      Query{Local: netip.MustParseAddrPort("[::ffff:10.77.0.1]:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000")},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("[::ffff:10.77.0.1]:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000")},
 			family: afInet,
 			src:    [16]byte{10, 77, 0, 1},
 			dst:    [16]byte{10, 77, 0, 2},
 		},
 		{
 			name:   "ipv6",
-			q:      Query{Local: netip.MustParseAddrPort("[fd77::1]:5201"), Remote: netip.MustParseAddrPort("[fd77::2]:40000")},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("[fd77::1]:5201"), Remote: netip.MustParseAddrPort("[fd77::2]:40000")},
 			family: afInet6,
 			src:    netip.MustParseAddr("fd77::1").As16(),
 			dst:    netip.MustParseAddr("fd77::2").As16(),
 		},
 		{
 			name:   "link-local with numeric zone",
-			q:      Query{Local: netip.MustParseAddrPort("[fe80::1%7]:5201"), Remote: netip.MustParseAddrPort("[fe80::2%7]:40000")},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("[fe80::1%7]:5201"), Remote: netip.MustParseAddrPort("[fe80::2%7]:40000")},
 			family: afInet6,
 			src:    netip.MustParseAddr("fe80::1").As16(),
 			dst:    netip.MustParseAddr("fe80::2").As16(),
@@ -100,7 +102,7 @@ func TestPutRequest(t *testing.T) {
 		},
 		{
 			name:   "ipv4 with IfIndex",
-			q:      Query{Local: netip.MustParseAddrPort("10.77.0.1:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000"), IfIndex: 3},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("10.77.0.1:5201"), Remote: netip.MustParseAddrPort("10.77.0.2:40000"), IfIndex: 3},
 			family: afInet,
 			src:    [16]byte{10, 77, 0, 1},
 			dst:    [16]byte{10, 77, 0, 2},
@@ -108,7 +110,7 @@ func TestPutRequest(t *testing.T) {
 		},
 		{
 			name:   "link-local IfIndex without zone",
-			q:      Query{Local: netip.MustParseAddrPort("[fe80::1]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("[fe80::1]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
 			family: afInet6,
 			src:    netip.MustParseAddr("fe80::1").As16(),
 			dst:    netip.MustParseAddr("fe80::2").As16(),
@@ -116,7 +118,7 @@ func TestPutRequest(t *testing.T) {
 		},
 		{
 			name:   "a zone wins over IfIndex",
-			q:      Query{Local: netip.MustParseAddrPort("[fe80::1%7]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
+			q:      tcp.Query{Local: netip.MustParseAddrPort("[fe80::1%7]:5201"), Remote: netip.MustParseAddrPort("[fe80::2]:40000"), IfIndex: 5},
 			family: afInet6,
 			src:    netip.MustParseAddr("fe80::1").As16(),
 			dst:    netip.MustParseAddr("fe80::2").As16(),
@@ -154,7 +156,7 @@ func TestPutRequest(t *testing.T) {
 }
 
 func TestMakeRequestInvalid(t *testing.T) {
-	for _, q := range []Query{
+	for _, q := range []tcp.Query{
 		{},
 		{Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("[fd00::1]:2")},
 		{Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[::ffff:10.0.0.1]:2")},
@@ -170,24 +172,24 @@ func TestStatusOf(t *testing.T) {
 	tests := []struct {
 		state   uint8
 		hasInfo bool
-		want    Status
+		want    tcp.Status
 	}{
-		{StateEstablished, true, Found},
-		{StateEstablished, false, NotEstablished},
-		{StateSynSent, true, NotEstablished},
-		{StateSynRecv, true, NotEstablished},
-		{StateSynRecv, false, NotEstablished},
-		{StateNewSynRecv, false, NotEstablished},
-		{StateFinWait1, true, Found},
-		{StateFinWait2, true, Found},
-		{StateTimeWait, false, NotEstablished},
-		{StateTimeWait, true, NotEstablished},
-		{StateClose, true, Found},
-		{StateCloseWait, true, Found},
-		{StateLastAck, true, Found},
-		{StateListen, true, NoSocket},
-		{StateListen, false, NoSocket},
-		{StateClosing, true, Found},
+		{tcp.StateEstablished, true, tcp.Found},
+		{tcp.StateEstablished, false, tcp.NotEstablished},
+		{tcp.StateSynSent, true, tcp.NotEstablished},
+		{tcp.StateSynRecv, true, tcp.NotEstablished},
+		{tcp.StateSynRecv, false, tcp.NotEstablished},
+		{tcp.StateNewSynRecv, false, tcp.NotEstablished},
+		{tcp.StateFinWait1, true, tcp.Found},
+		{tcp.StateFinWait2, true, tcp.Found},
+		{tcp.StateTimeWait, false, tcp.NotEstablished},
+		{tcp.StateTimeWait, true, tcp.NotEstablished},
+		{tcp.StateClose, true, tcp.Found},
+		{tcp.StateCloseWait, true, tcp.Found},
+		{tcp.StateLastAck, true, tcp.Found},
+		{tcp.StateListen, true, tcp.NoSocket},
+		{tcp.StateListen, false, tcp.NoSocket},
+		{tcp.StateClosing, true, tcp.Found},
 	}
 	for _, tt := range tests {
 		if got := statusOf(tt.state, tt.hasInfo); got != tt.want {
@@ -214,7 +216,7 @@ func TestParseRecordedReplies(t *testing.T) {
 	type want struct {
 		kind   int
 		errno  int32
-		status Status
+		status tcp.Status
 		family uint8
 		state  uint8
 		info   bool
@@ -223,13 +225,13 @@ func TestParseRecordedReplies(t *testing.T) {
 		file string
 		want want
 	}{
-		{"reply-established-v4.bin", want{replySocket, 0, Found, afInet, StateEstablished, true}},
-		{"reply-established-v6.bin", want{replySocket, 0, Found, afInet6, StateEstablished, true}},
-		{"reply-dualstack-v4mapped.bin", want{replySocket, 0, Found, afInet6, StateEstablished, true}},
-		{"reply-closewait.bin", want{replySocket, 0, Found, afInet, StateCloseWait, true}},
-		{"reply-timewait.bin", want{replySocket, 0, NotEstablished, afInet, StateTimeWait, false}},
-		{"reply-listener.bin", want{replySocket, 0, NoSocket, 0, 0, false}},
-		{"reply-enoent.bin", want{replyError, 2, NoSocket, 0, 0, false}},
+		{"reply-established-v4.bin", want{replySocket, 0, tcp.Found, afInet, tcp.StateEstablished, true}},
+		{"reply-established-v6.bin", want{replySocket, 0, tcp.Found, afInet6, tcp.StateEstablished, true}},
+		{"reply-dualstack-v4mapped.bin", want{replySocket, 0, tcp.Found, afInet6, tcp.StateEstablished, true}},
+		{"reply-closewait.bin", want{replySocket, 0, tcp.Found, afInet, tcp.StateCloseWait, true}},
+		{"reply-timewait.bin", want{replySocket, 0, tcp.NotEstablished, afInet, tcp.StateTimeWait, false}},
+		{"reply-listener.bin", want{replySocket, 0, tcp.NoSocket, 0, 0, false}},
+		{"reply-enoent.bin", want{replyError, 2, tcp.NoSocket, 0, 0, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -238,7 +240,7 @@ func TestParseRecordedReplies(t *testing.T) {
 			if !ok || seq != 42 || len(rest) != 0 {
 				t.Fatalf("nextMessage: ok %v seq %d rest %d", ok, seq, len(rest))
 			}
-			s := Snapshot{Time: 123}
+			s := tcp.Snapshot{Time: 123}
 			kind, errno := parseReply(typ, payload, &s)
 			got := want{kind, errno, s.Status, s.Family, s.State, s.InfoLen > 0}
 			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(want{})); diff != "" {
@@ -247,7 +249,7 @@ func TestParseRecordedReplies(t *testing.T) {
 			if s.Time != 123 {
 				t.Errorf("Time = %d, want it kept (123)", s.Time)
 			}
-			if s.Status == Found {
+			if s.Status == tcp.Found {
 				if s.Cookie == 0 || s.Inode == 0 || s.SndBuf == 0 || s.RcvBuf == 0 {
 					t.Errorf("cookie %d inode %d sndbuf %d rcvbuf %d: want all non-zero", s.Cookie, s.Inode, s.SndBuf, s.RcvBuf)
 				}
@@ -258,7 +260,7 @@ func TestParseRecordedReplies(t *testing.T) {
 					t.Errorf("InfoLen = %d", s.InfoLen)
 				}
 			}
-			if s.Status == NotEstablished && s.Cookie == 0 {
+			if s.Status == tcp.NotEstablished && s.Cookie == 0 {
 				t.Errorf("TIME_WAIT socket without cookie")
 			}
 		})
@@ -266,7 +268,7 @@ func TestParseRecordedReplies(t *testing.T) {
 }
 
 func TestParseMalformed(t *testing.T) {
-	var s Snapshot
+	var s tcp.Snapshot
 	if kind, errno := parseReply(sockDiagByFamily, make([]byte, sizeofDiagMsg-1), &s); kind != replyError || errno != -1 {
 		t.Errorf("short inet_diag_msg: kind %d errno %d", kind, errno)
 	}

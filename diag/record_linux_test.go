@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 var record = flag.Bool("record", false, "record kernel replies into testdata/ (TestRecordReplies; needs root)")
@@ -31,7 +33,7 @@ func TestRecordReplies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	exchange := func(name string, q Query) []byte {
+	exchange := func(name string, q tcp.Query) []byte {
 		t.Helper()
 		r, ok := makeRequest(q)
 		if !ok {
@@ -66,7 +68,7 @@ func TestRecordReplies(t *testing.T) {
 	absent.Local = netip.AddrPortFrom(absent.Local.Addr(), uint16(ln4.Addr().(*net.TCPAddr).Port))
 	absent.Remote = netip.AddrPortFrom(absent.Remote.Addr(), 1)
 	exchange("reply-listener.bin", absent)
-	exchange("reply-enoent.bin", Query{
+	exchange("reply-enoent.bin", tcp.Query{
 		Local:  netip.MustParseAddrPort("127.0.0.1:1"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:2"),
 	})
@@ -75,14 +77,14 @@ func TestRecordReplies(t *testing.T) {
 	pc := dial(t, ns, ln4, "tcp4", "")
 	qs := queryOf(pc.server)
 	pc.client.Close()
-	if s := waitState(t, c, qs, StateCloseWait); s.State != StateCloseWait {
+	if s := waitState(t, c, qs, tcp.StateCloseWait); s.State != tcp.StateCloseWait {
 		t.Fatalf("state %d, want CLOSE_WAIT", s.State)
 	}
 	exchange("reply-closewait.bin", qs)
 	// TIME_WAIT: the client closed first, then the server.
 	qc := queryOf(pc.client)
 	pc.server.Close()
-	if s := waitState(t, c, qc, StateTimeWait); s.State != StateTimeWait {
+	if s := waitState(t, c, qc, tcp.StateTimeWait); s.State != tcp.StateTimeWait {
 		t.Fatalf("state %d, want TIME_WAIT", s.State)
 	}
 	exchange("reply-timewait.bin", qc)

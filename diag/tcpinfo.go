@@ -1,5 +1,7 @@
 package diag
 
+import "github.com/siftr-probe/siftr-probe/tcp"
+
 // Byte offsets of struct tcp_info fields (include/uapi/linux/tcp.h) and the
 // kernel version that first sent each group. A field is read only when the
 // kernel's tcp_info is long enough to hold it.
@@ -10,20 +12,20 @@ const (
 	tcpInfoLen6_2  = 240 // up to tcpi_rehash (tcpi_rcv_wnd at 232)
 	tcpInfoLen6_7  = 248 // up to tcpi_total_rto_time
 
-	// SizeofTCPInfo is how many bytes of tcp_info TCPInfo holds.
+	// SizeofTCPInfo is how many bytes of tcp_info tcp.Info holds.
 	SizeofTCPInfo = tcpInfoLen6_7
 )
 
 // ParseTCPInfo parses a struct tcp_info of any length, as the kernel sent it
 // (in host byte order), into info. Fields that b is too short to hold are
-// set to zero; bytes past the fields TCPInfo knows are ignored. It returns
+// set to zero; bytes past the fields tcp.Info knows are ignored. It returns
 // the number of bytes it used, min(len(b), SizeofTCPInfo).
-func ParseTCPInfo(b []byte, info *TCPInfo) int {
+func ParseTCPInfo(b []byte, info *tcp.Info) int {
 	return parseTCPInfo(b, info)
 }
 
-func parseTCPInfo(b []byte, info *TCPInfo) int {
-	*info = TCPInfo{}
+func parseTCPInfo(b []byte, info *tcp.Info) int {
+	*info = tcp.Info{}
 	n := min(len(b), SizeofTCPInfo)
 	// Copy into a zeroed, full-size buffer so each field below is a plain
 	// read at a constant offset; what the kernel did not send stays zero.

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // tcpInfoFields is struct tcp_info's layout (include/uapi/linux/tcp.h) for
@@ -34,7 +36,7 @@ var tcpInfoFields = []struct {
 	{"TotalRTO", 240, 2}, {"TotalRTORecoveries", 242, 2}, {"TotalRTOTime", 244, 4},
 }
 
-func fieldValue(info *TCPInfo, name string) uint64 {
+func fieldValue(info *tcp.Info, name string) uint64 {
 	v := reflect.ValueOf(info).Elem().FieldByName(name)
 	return v.Uint()
 }
@@ -47,7 +49,7 @@ func TestParseTCPInfoOffsets(t *testing.T) {
 			b[f.off+i] = byte(f.off + i + 1)
 		}
 	}
-	var info TCPInfo
+	var info tcp.Info
 	if n := ParseTCPInfo(b, &info); n != SizeofTCPInfo {
 		t.Errorf("used %d bytes, want %d", n, SizeofTCPInfo)
 	}
@@ -84,7 +86,7 @@ func TestParseTCPInfoBitfields(t *testing.T) {
 	for _, tt := range tests {
 		b := make([]byte, 8)
 		b[6], b[7] = tt.b6, tt.b7
-		var info TCPInfo
+		var info tcp.Info
 		ParseTCPInfo(b, &info)
 		if info.SndWScale != tt.snd || info.RcvWScale != tt.rcv || info.DeliveryRateAppLimited != tt.appLimited || info.FastOpenClientFail != tt.fastOpenFail {
 			t.Errorf("bytes %#x %#x: snd %d rcv %d applimited %v tfo %d; want %d %d %v %d",
@@ -98,7 +100,7 @@ func TestParseTCPInfoBitfields(t *testing.T) {
 // the fields each length holds parse the same, the others are zero.
 func TestParseTCPInfoLengths(t *testing.T) {
 	full := readTestdata(t, "tcpinfo-280.bin")
-	var ref TCPInfo
+	var ref tcp.Info
 	ParseTCPInfo(full, &ref)
 	if ref.SndMSS == 0 || ref.RTT == 0 || ref.SndWnd == 0 || ref.RcvWnd == 0 || ref.BytesAcked == 0 {
 		t.Fatalf("recorded tcp_info looks empty: %+v", ref)
@@ -109,7 +111,7 @@ func TestParseTCPInfoLengths(t *testing.T) {
 			if len(b) != n {
 				t.Fatalf("file holds %d bytes", len(b))
 			}
-			var got TCPInfo
+			var got tcp.Info
 			ParseTCPInfo(b, &got)
 			want := ref
 			for _, f := range tcpInfoFields {
@@ -135,9 +137,9 @@ func TestParseTCPInfoLengths(t *testing.T) {
 		d := readTestdata(t, "reply-established-v4.bin")
 		d = cutInfo(t, d, n)
 		typ, _, payload, _, _ := nextMessage(d)
-		var s Snapshot
+		var s tcp.Snapshot
 		parseReply(typ, payload, &s)
-		if int(s.InfoLen) != n || s.Status != Found || s.CongName() == "" || s.SndBuf == 0 {
+		if int(s.InfoLen) != n || s.Status != tcp.Found || s.CongName() == "" || s.SndBuf == 0 {
 			t.Errorf("info cut to %d: InfoLen %d status %v cong %q sndbuf %d", n, s.InfoLen, s.Status, s.CongName(), s.SndBuf)
 		}
 	}

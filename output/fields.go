@@ -1,7 +1,7 @@
 package output
 
 import (
-	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // FreeBSD tcp_fsm.h states, the values of SIFTR's conn_state.
@@ -48,21 +48,21 @@ const linuxInfiniteSsthresh = 0x7fffffff
 const FlowType = 63
 
 var freeBSDState = [...]uint8{
-	diag.StateEstablished: FreeBSDEstablished,
-	diag.StateSynSent:     FreeBSDSynSent,
-	diag.StateSynRecv:     FreeBSDSynReceived,
-	diag.StateFinWait1:    FreeBSDFinWait1,
-	diag.StateFinWait2:    FreeBSDFinWait2,
-	diag.StateTimeWait:    FreeBSDTimeWait,
-	diag.StateClose:       FreeBSDClosed,
-	diag.StateCloseWait:   FreeBSDCloseWait,
-	diag.StateLastAck:     FreeBSDLastAck,
-	diag.StateListen:      FreeBSDListen,
-	diag.StateClosing:     FreeBSDClosing,
-	diag.StateNewSynRecv:  FreeBSDSynReceived,
+	tcp.StateEstablished: FreeBSDEstablished,
+	tcp.StateSynSent:     FreeBSDSynSent,
+	tcp.StateSynRecv:     FreeBSDSynReceived,
+	tcp.StateFinWait1:    FreeBSDFinWait1,
+	tcp.StateFinWait2:    FreeBSDFinWait2,
+	tcp.StateTimeWait:    FreeBSDTimeWait,
+	tcp.StateClose:       FreeBSDClosed,
+	tcp.StateCloseWait:   FreeBSDCloseWait,
+	tcp.StateLastAck:     FreeBSDLastAck,
+	tcp.StateListen:      FreeBSDListen,
+	tcp.StateClosing:     FreeBSDClosing,
+	tcp.StateNewSynRecv:  FreeBSDSynReceived,
 }
 
-// FreeBSDState maps a Linux TCP state (diag.StateEstablished...) to the
+// FreeBSDState maps a Linux TCP state (tcp.StateEstablished...) to the
 // FreeBSD tcp_fsm.h number SIFTR logs. NEW_SYN_RECV maps to SYN_RECEIVED;
 // an unknown state maps to CLOSED (0).
 func FreeBSDState(linux uint8) uint8 {
@@ -73,19 +73,19 @@ func FreeBSDState(linux uint8) uint8 {
 }
 
 var linuxStateName = [...]string{
-	0:                     "UNKNOWN",
-	diag.StateEstablished: "ESTABLISHED",
-	diag.StateSynSent:     "SYN_SENT",
-	diag.StateSynRecv:     "SYN_RECV",
-	diag.StateFinWait1:    "FIN_WAIT1",
-	diag.StateFinWait2:    "FIN_WAIT2",
-	diag.StateTimeWait:    "TIME_WAIT",
-	diag.StateClose:       "CLOSE",
-	diag.StateCloseWait:   "CLOSE_WAIT",
-	diag.StateLastAck:     "LAST_ACK",
-	diag.StateListen:      "LISTEN",
-	diag.StateClosing:     "CLOSING",
-	diag.StateNewSynRecv:  "NEW_SYN_RECV",
+	0:                    "UNKNOWN",
+	tcp.StateEstablished: "ESTABLISHED",
+	tcp.StateSynSent:     "SYN_SENT",
+	tcp.StateSynRecv:     "SYN_RECV",
+	tcp.StateFinWait1:    "FIN_WAIT1",
+	tcp.StateFinWait2:    "FIN_WAIT2",
+	tcp.StateTimeWait:    "TIME_WAIT",
+	tcp.StateClose:       "CLOSE",
+	tcp.StateCloseWait:   "CLOSE_WAIT",
+	tcp.StateLastAck:     "LAST_ACK",
+	tcp.StateListen:      "LISTEN",
+	tcp.StateClosing:     "CLOSING",
+	tcp.StateNewSynRecv:  "NEW_SYN_RECV",
 }
 
 // LinuxStateName returns the kernel's name of a Linux TCP state
@@ -98,11 +98,11 @@ func LinuxStateName(s uint8) string {
 }
 
 var caStateName = [...]string{
-	diag.CAOpen:     "open",
-	diag.CADisorder: "disorder",
-	diag.CACWR:      "cwr",
-	diag.CARecovery: "recovery",
-	diag.CALoss:     "loss",
+	tcp.CAOpen:     "open",
+	tcp.CADisorder: "disorder",
+	tcp.CACWR:      "cwr",
+	tcp.CARecovery: "recovery",
+	tcp.CALoss:     "loss",
 }
 
 // CAStateName returns the name of a tcpi_ca_state value ("open", "disorder",
@@ -126,20 +126,20 @@ func satMul(a, b uint32) uint32 {
 // SndSsthresh is SIFTR's snd_ssthresh in bytes: tcpi_snd_ssthresh *
 // tcpi_snd_mss, saturated at 2^32-1; Linux's infinite ssthresh (>= 0x7fffffff
 // segments) is FreeBSDInfiniteSsthresh.
-func (r *Record) SndSsthresh() uint32 {
-	if r.Snap.Info.SndSsthresh >= linuxInfiniteSsthresh {
+func SndSsthresh(s *tcp.Snapshot) uint32 {
+	if s.Info.SndSsthresh >= linuxInfiniteSsthresh {
 		return FreeBSDInfiniteSsthresh
 	}
-	return satMul(r.Snap.Info.SndSsthresh, r.Snap.Info.SndMSS)
+	return satMul(s.Info.SndSsthresh, s.Info.SndMSS)
 }
 
 // SndCwnd is SIFTR's snd_cwnd in bytes: tcpi_snd_cwnd * tcpi_snd_mss,
 // saturated at 2^32-1.
-func (r *Record) SndCwnd() uint32 { return satMul(r.Snap.Info.SndCwnd, r.Snap.Info.SndMSS) }
+func SndCwnd(s *tcp.Snapshot) uint32 { return satMul(s.Info.SndCwnd, s.Info.SndMSS) }
 
 // TFlags2 is SIFTR's t_flags2: TF2ECNPermit when ECN was negotiated, else 0.
-func (r *Record) TFlags2() uint32 {
-	if r.Snap.Info.Options&diag.OptECN != 0 {
+func TFlags2(s *tcp.Snapshot) uint32 {
+	if s.Info.Options&tcp.OptECN != 0 {
 		return TF2ECNPermit
 	}
 	return 0
@@ -147,28 +147,28 @@ func (r *Record) TFlags2() uint32 {
 
 // SndScale is SIFTR's snd_scale: tcpi_snd_wscale when window scaling is in
 // use (TCPI_OPT_WSCALE), else 0.
-func (r *Record) SndScale() uint8 {
-	if r.Snap.Info.Options&diag.OptWScale != 0 {
-		return r.Snap.Info.SndWScale
+func SndScale(s *tcp.Snapshot) uint8 {
+	if s.Info.Options&tcp.OptWScale != 0 {
+		return s.Info.SndWScale
 	}
 	return 0
 }
 
 // RcvScale is SIFTR's rcv_scale: tcpi_rcv_wscale when window scaling is in
 // use (TCPI_OPT_WSCALE), else 0.
-func (r *Record) RcvScale() uint8 {
-	if r.Snap.Info.Options&diag.OptWScale != 0 {
-		return r.Snap.Info.RcvWScale
+func RcvScale(s *tcp.Snapshot) uint8 {
+	if s.Info.Options&tcp.OptWScale != 0 {
+		return s.Info.RcvWScale
 	}
 	return 0
 }
 
 // ConnState is SIFTR's conn_state: the socket's state as a FreeBSD number.
-func (r *Record) ConnState() uint8 { return FreeBSDState(r.Snap.State) }
+func ConnState(s *tcp.Snapshot) uint8 { return FreeBSDState(s.State) }
 
 // SACKEnabled is SIFTR's sack_enabled: 1 when SACK was negotiated, else 0.
-func (r *Record) SACKEnabled() uint32 {
-	if r.Snap.Info.Options&diag.OptSACK != 0 {
+func SACKEnabled(s *tcp.Snapshot) uint32 {
+	if s.Info.Options&tcp.OptSACK != 0 {
 		return 1
 	}
 	return 0
@@ -179,26 +179,26 @@ func (r *Record) SACKEnabled() uint32 {
 // scaling), REQ_TSTMP|RCVD_TSTMP (timestamps), FASTRECOVERY|CONGRECOVERY
 // (ca_state Recovery), CONGRECOVERY (ca_state CWR), SENTFIN (FIN_WAIT1,
 // FIN_WAIT2, CLOSING, LAST_ACK). Other FreeBSD bits are never set.
-func (r *Record) TFlags() uint32 {
+func TFlags(s *tcp.Snapshot) uint32 {
 	var f uint32
-	o := r.Snap.Info.Options
-	if o&diag.OptSACK != 0 {
+	o := s.Info.Options
+	if o&tcp.OptSACK != 0 {
 		f |= TFSACKPermit
 	}
-	if o&diag.OptWScale != 0 {
+	if o&tcp.OptWScale != 0 {
 		f |= TFReqScale | TFRcvdScale
 	}
-	if o&diag.OptTimestamps != 0 {
+	if o&tcp.OptTimestamps != 0 {
 		f |= TFReqTstmp | TFRcvdTstmp
 	}
-	switch r.Snap.Info.CAState {
-	case diag.CARecovery:
+	switch s.Info.CAState {
+	case tcp.CARecovery:
 		f |= TFFastRecovery | TFCongRecovery
-	case diag.CACWR:
+	case tcp.CACWR:
 		f |= TFCongRecovery
 	}
-	switch r.Snap.State {
-	case diag.StateFinWait1, diag.StateFinWait2, diag.StateClosing, diag.StateLastAck:
+	switch s.State {
+	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing, tcp.StateLastAck:
 		f |= TFSentFIN
 	}
 	return f
@@ -206,11 +206,11 @@ func (r *Record) TFlags() uint32 {
 
 // Inflight is SIFTR's sent_inflight_bytes (snd_max - snd_una): idiag_wqueue
 // minus tcpi_notsent_bytes, never below 0.
-func (r *Record) Inflight() uint32 {
-	if r.Snap.Info.NotsentBytes >= r.Snap.WQueue {
+func Inflight(s *tcp.Snapshot) uint32 {
+	if s.Info.NotsentBytes >= s.WQueue {
 		return 0
 	}
-	return r.Snap.WQueue - r.Snap.Info.NotsentBytes
+	return s.WQueue - s.Info.NotsentBytes
 }
 
 // splitTime splits nanoseconds since the epoch into seconds and microseconds
@@ -223,4 +223,14 @@ func splitTime(ns int64) (sec int64, usec int64) {
 		rem += 1e9
 	}
 	return sec, rem / 1e3
+}
+
+// FlowID is SIFTR's flowid: the low 32 bits of the socket cookie, forced
+// non-zero (FreeBSD panics on a zero flowid).
+func FlowID(s *tcp.Snapshot) uint32 {
+	id := uint32(s.Cookie)
+	if id == 0 {
+		id = uint32(s.Cookie>>32) | 1
+	}
+	return id
 }

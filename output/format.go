@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"time"
+
+	"github.com/siftr-probe/siftr-probe/correlate"
 )
 
 // Format turns the start of a log, its records and its end into bytes.
@@ -15,7 +17,7 @@ type Format interface {
 	// AppendHeader appends the line written when logging starts (SIFTR's enable line).
 	AppendHeader(dst []byte, h *Header) []byte
 	// AppendRecord appends one data line.
-	AppendRecord(dst []byte, r *Record) []byte
+	AppendRecord(dst []byte, r *correlate.Record) []byte
 	// AppendFooter appends the line written when logging stops (SIFTR's disable line).
 	AppendFooter(dst []byte, f *Footer) []byte
 }
@@ -35,9 +37,9 @@ type Footer struct {
 	// Time is when logging stopped.
 	Time time.Time
 	// Counts are the final packet totals.
-	Counts Counts
+	Counts correlate.Counts
 	// Flows are the flows seen, in the order they are to be listed.
-	Flows []Flow
+	Flows []correlate.Flow
 }
 
 // SIFTRVersion is the SIFTR log format version this package writes.
@@ -115,15 +117,6 @@ func timeNanos(t time.Time) int64 {
 		return 0
 	}
 	return t.UnixNano()
-}
-
-// totals returns total_tcp_pkts and total_skipped_tcp_pkts as SIFTR computes
-// them: SampledOut is neither a packet kind nor a skip of its own.
-func (c *Counts) totals() (pkts, skipped uint64) {
-	pkts = c.Packets[0] + c.Packets[1]
-	skipped = c.SkipMalloc[0] + c.SkipMalloc[1] + c.SkipTCPCB[0] + c.SkipTCPCB[1] +
-		c.SkipInPCB[0] + c.SkipInPCB[1]
-	return pkts, skipped
 }
 
 // pow10 holds 10^i for i = 0..19.

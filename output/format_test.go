@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siftr-probe/siftr-probe/capture"
-	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -28,9 +28,9 @@ const (
 )
 
 // baseRecord is an established IPv4 connection seen on an outbound data segment.
-func baseRecord() Record {
-	return Record{
-		Pkt: capture.Packet{
+func baseRecord() correlate.Record {
+	return correlate.Record{
+		Pkt: tcp.Packet{
 			Time:       1700000000123456789,
 			Src:        netip.MustParseAddrPort("10.0.0.1:40000"),
 			Dst:        netip.MustParseAddrPort("10.0.0.2:5201"),
@@ -38,24 +38,24 @@ func baseRecord() Record {
 			Ack:        2000,
 			PayloadLen: 1448,
 			Window:     502,
-			Flags:      capture.FlagACK | capture.FlagPSH,
-			Dir:        capture.DirOut,
+			Flags:      tcp.FlagACK | tcp.FlagPSH,
+			Dir:        tcp.DirOut,
 		},
-		Snap: &diag.Snapshot{
+		Snap: &tcp.Snapshot{
 			Time:   1700000000123556789,
-			Status: diag.Found,
+			Status: tcp.Found,
 			Family: afInet,
-			State:  diag.StateEstablished,
+			State:  tcp.StateEstablished,
 			Cookie: 0x1234_0000_abcd,
 			RQueue: 0,
 			WQueue: 70000,
 			SndBuf: 2626560,
 			RcvBuf: 131072,
 			Cong:   [16]byte{'c', 'u', 'b', 'i', 'c'},
-			Info: diag.TCPInfo{
-				State:        diag.StateEstablished,
-				CAState:      diag.CAOpen,
-				Options:      diag.OptTimestamps | diag.OptSACK | diag.OptWScale,
+			Info: tcp.Info{
+				State:        tcp.StateEstablished,
+				CAState:      tcp.CAOpen,
+				Options:      tcp.OptTimestamps | tcp.OptSACK | tcp.OptWScale,
 				SndWScale:    7,
 				RcvWScale:    9,
 				RTO:          204000,
@@ -82,76 +82,76 @@ func baseRecord() Record {
 
 type namedRecord struct {
 	name string
-	rec  Record
+	rec  correlate.Record
 }
 
 // goldenRecords covers every way a field can be computed.
 func goldenRecords() []namedRecord {
 	var out []namedRecord
-	add := func(name string, f func(r *Record)) {
+	add := func(name string, f func(r *correlate.Record)) {
 		r := baseRecord()
 		f(&r)
 		out = append(out, namedRecord{name, r})
 	}
-	add("ipv4 outbound", func(r *Record) {})
-	add("ipv4 inbound", func(r *Record) {
-		r.Pkt.Dir = capture.DirIn
+	add("ipv4 outbound", func(r *correlate.Record) {})
+	add("ipv4 inbound", func(r *correlate.Record) {
+		r.Pkt.Dir = tcp.DirIn
 		r.Pkt.Src, r.Pkt.Dst = r.Pkt.Dst, r.Pkt.Src
-		r.Pkt.Flags = capture.FlagACK
+		r.Pkt.Flags = tcp.FlagACK
 		r.Pkt.PayloadLen = 0
 		r.Pkt.Time = 1700000000000042000 // leading zeros in usecs
 	})
-	add("ipv6", func(r *Record) {
+	add("ipv6", func(r *correlate.Record) {
 		r.Pkt.Src = netip.MustParseAddrPort("[2001:db8::1]:40001")
 		r.Pkt.Dst = netip.MustParseAddrPort("[2001:db8:0:0:1::2]:5201")
 		r.Snap.Family = afInet6
 	})
-	add("ipv6 inbound", func(r *Record) {
-		r.Pkt.Dir = capture.DirIn
+	add("ipv6 inbound", func(r *correlate.Record) {
+		r.Pkt.Dir = tcp.DirIn
 		r.Pkt.Src = netip.MustParseAddrPort("[fe80::1]:5201")
 		r.Pkt.Dst = netip.MustParseAddrPort("[fe80::abcd:ef01]:40001")
 		r.Snap.Family = afInet6
 	})
-	add("dual-stack socket, ipv4 flow", func(r *Record) {
-		r.Pkt.Dir = capture.DirIn
+	add("dual-stack socket, ipv4 flow", func(r *correlate.Record) {
+		r.Pkt.Dir = tcp.DirIn
 		r.Pkt.Src = netip.MustParseAddrPort("192.168.1.20:51000")
 		r.Pkt.Dst = netip.MustParseAddrPort("192.168.1.1:5201")
 		r.Snap.Family = afInet6
 	})
-	add("v4-mapped addresses are unmapped", func(r *Record) {
+	add("v4-mapped addresses are unmapped", func(r *correlate.Record) {
 		r.Pkt.Src = netip.MustParseAddrPort("[::ffff:10.1.2.3]:5201")
 		r.Pkt.Dst = netip.MustParseAddrPort("[::ffff:10.3.2.1]:40000")
 		r.Snap.Family = afInet6
 	})
-	add("infinite ssthresh", func(r *Record) { r.Snap.Info.SndSsthresh = 0x7fffffff })
-	add("infinite ssthresh above 0x7fffffff", func(r *Record) { r.Snap.Info.SndSsthresh = 0xffffffff })
-	add("saturated ssthresh and cwnd", func(r *Record) {
+	add("infinite ssthresh", func(r *correlate.Record) { r.Snap.Info.SndSsthresh = 0x7fffffff })
+	add("infinite ssthresh above 0x7fffffff", func(r *correlate.Record) { r.Snap.Info.SndSsthresh = 0xffffffff })
+	add("saturated ssthresh and cwnd", func(r *correlate.Record) {
 		r.Snap.Info.SndSsthresh = 0x7ffffffe
 		r.Snap.Info.SndCwnd = 3000000
 		r.Snap.Info.SndMSS = 65495
 	})
-	add("window scale without OptWScale", func(r *Record) {
-		r.Snap.Info.Options = diag.OptSACK
+	add("window scale without OptWScale", func(r *correlate.Record) {
+		r.Snap.Info.Options = tcp.OptSACK
 		r.Snap.Info.SndWScale = 7
 		r.Snap.Info.RcvWScale = 9
 	})
-	add("no options", func(r *Record) { r.Snap.Info.Options = 0 })
-	add("ecn", func(r *Record) { r.Snap.Info.Options |= diag.OptECN | diag.OptECNSeen })
-	add("recovery", func(r *Record) { r.Snap.Info.CAState = diag.CARecovery })
-	add("cwr", func(r *Record) { r.Snap.Info.CAState = diag.CACWR })
-	add("loss", func(r *Record) { r.Snap.Info.CAState = diag.CALoss })
-	add("disorder", func(r *Record) { r.Snap.Info.CAState = diag.CADisorder })
-	add("notsent above wqueue", func(r *Record) { r.Snap.Info.NotsentBytes = 80000 })
-	add("zero cookie low bits", func(r *Record) { r.Snap.Cookie = 0x7_0000_0000 })
-	add("syn-ack flags", func(r *Record) { r.Pkt.Flags = capture.FlagSYN | capture.FlagACK })
-	add("no tcp flags", func(r *Record) { r.Pkt.Flags = 0 })
-	add("all tcp flags", func(r *Record) { r.Pkt.Flags = 0xff })
+	add("no options", func(r *correlate.Record) { r.Snap.Info.Options = 0 })
+	add("ecn", func(r *correlate.Record) { r.Snap.Info.Options |= tcp.OptECN | tcp.OptECNSeen })
+	add("recovery", func(r *correlate.Record) { r.Snap.Info.CAState = tcp.CARecovery })
+	add("cwr", func(r *correlate.Record) { r.Snap.Info.CAState = tcp.CACWR })
+	add("loss", func(r *correlate.Record) { r.Snap.Info.CAState = tcp.CALoss })
+	add("disorder", func(r *correlate.Record) { r.Snap.Info.CAState = tcp.CADisorder })
+	add("notsent above wqueue", func(r *correlate.Record) { r.Snap.Info.NotsentBytes = 80000 })
+	add("zero cookie low bits", func(r *correlate.Record) { r.Snap.Cookie = 0x7_0000_0000 })
+	add("syn-ack flags", func(r *correlate.Record) { r.Pkt.Flags = tcp.FlagSYN | tcp.FlagACK })
+	add("no tcp flags", func(r *correlate.Record) { r.Pkt.Flags = 0 })
+	add("all tcp flags", func(r *correlate.Record) { r.Pkt.Flags = 0xff })
 	for s := range uint8(14) {
-		add("state "+LinuxStateName(s), func(r *Record) {
+		add("state "+LinuxStateName(s), func(r *correlate.Record) {
 			r.Snap.State = s
 			r.Snap.Info.State = s
-			if s == diag.StateFinWait1 || s == diag.StateLastAck {
-				r.Pkt.Flags = capture.FlagFIN | capture.FlagACK
+			if s == tcp.StateFinWait1 || s == tcp.StateLastAck {
+				r.Pkt.Flags = tcp.FlagFIN | tcp.FlagACK
 			}
 		})
 	}
@@ -165,17 +165,17 @@ func goldenHeader() *Header {
 func goldenFooter() *Footer {
 	return &Footer{
 		Time: time.Unix(1700000123, 987654000),
-		Counts: Counts{
+		Counts: correlate.Counts{
 			Packets:    [2]uint64{1000, 2000},
 			SampledOut: [2]uint64{5, 6},
 			SkipMalloc: [2]uint64{1, 2},
 			SkipTCPCB:  [2]uint64{3, 4},
 			SkipInPCB:  [2]uint64{5, 6},
 		},
-		Flows: []Flow{
-			{netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:5201")},
-			{netip.MustParseAddrPort("[2001:db8::1]:40001"), netip.MustParseAddrPort("[2001:db8::1:0:2]:5201")},
-			{netip.MustParseAddrPort("[::ffff:192.168.1.1]:5201"), netip.MustParseAddrPort("[::ffff:192.168.1.20]:51000")},
+		Flows: []correlate.Flow{
+			{Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.2:5201")},
+			{Local: netip.MustParseAddrPort("[2001:db8::1]:40001"), Remote: netip.MustParseAddrPort("[2001:db8::1:0:2]:5201")},
+			{Local: netip.MustParseAddrPort("[::ffff:192.168.1.1]:5201"), Remote: netip.MustParseAddrPort("[::ffff:192.168.1.20]:51000")},
 		},
 	}
 }
@@ -315,7 +315,7 @@ func TestSIFTRDataLine(t *testing.T) {
 	if got != want {
 		t.Errorf("data line:\n got %q\nwant %q", got, want)
 	}
-	r.Pkt.Dir = capture.DirIn
+	r.Pkt.Dir = tcp.DirIn
 	got = string(SIFTR().AppendRecord(nil, &r))
 	if !strings.HasPrefix(got, "i,1700000000.123456,10.0.0.2,5201,10.0.0.1,40000,") {
 		t.Errorf("inbound line has the wrong local view: %q", got)
@@ -448,10 +448,10 @@ func TestFreeBSDState(t *testing.T) {
 		linux uint8
 		want  uint8
 	}{
-		{diag.StateEstablished, 4}, {diag.StateSynSent, 2}, {diag.StateSynRecv, 3},
-		{diag.StateFinWait1, 6}, {diag.StateFinWait2, 9}, {diag.StateTimeWait, 10},
-		{diag.StateClose, 0}, {diag.StateCloseWait, 5}, {diag.StateLastAck, 8},
-		{diag.StateListen, 1}, {diag.StateClosing, 7}, {diag.StateNewSynRecv, 3},
+		{tcp.StateEstablished, 4}, {tcp.StateSynSent, 2}, {tcp.StateSynRecv, 3},
+		{tcp.StateFinWait1, 6}, {tcp.StateFinWait2, 9}, {tcp.StateTimeWait, 10},
+		{tcp.StateClose, 0}, {tcp.StateCloseWait, 5}, {tcp.StateLastAck, 8},
+		{tcp.StateListen, 1}, {tcp.StateClosing, 7}, {tcp.StateNewSynRecv, 3},
 		{0, 0}, {13, 0}, {255, 0},
 	}
 	for _, tt := range tests {
@@ -469,29 +469,29 @@ func TestTFlags(t *testing.T) {
 		state   uint8
 		want    uint32
 	}{
-		{"none", 0, diag.CAOpen, diag.StateEstablished, 0},
-		{"sack", diag.OptSACK, diag.CAOpen, diag.StateEstablished, 0x200},
-		{"wscale", diag.OptWScale, diag.CAOpen, diag.StateEstablished, 0x60},
-		{"timestamps", diag.OptTimestamps, diag.CAOpen, diag.StateEstablished, 0x180},
-		{"all options", diag.OptSACK | diag.OptWScale | diag.OptTimestamps | diag.OptECN, diag.CAOpen, diag.StateEstablished, 0x3e0},
-		{"recovery", 0, diag.CARecovery, diag.StateEstablished, 0x20100000},
-		{"cwr", 0, diag.CACWR, diag.StateEstablished, 0x20000000},
-		{"disorder", 0, diag.CADisorder, diag.StateEstablished, 0},
-		{"loss", 0, diag.CALoss, diag.StateEstablished, 0},
-		{"fin_wait1", 0, diag.CAOpen, diag.StateFinWait1, 0x10},
-		{"fin_wait2", 0, diag.CAOpen, diag.StateFinWait2, 0x10},
-		{"closing", 0, diag.CAOpen, diag.StateClosing, 0x10},
-		{"last_ack", 0, diag.CAOpen, diag.StateLastAck, 0x10},
-		{"close_wait", 0, diag.CAOpen, diag.StateCloseWait, 0},
-		{"recovery in last_ack", diag.OptSACK, diag.CARecovery, diag.StateLastAck, 0x20100210},
+		{"none", 0, tcp.CAOpen, tcp.StateEstablished, 0},
+		{"sack", tcp.OptSACK, tcp.CAOpen, tcp.StateEstablished, 0x200},
+		{"wscale", tcp.OptWScale, tcp.CAOpen, tcp.StateEstablished, 0x60},
+		{"timestamps", tcp.OptTimestamps, tcp.CAOpen, tcp.StateEstablished, 0x180},
+		{"all options", tcp.OptSACK | tcp.OptWScale | tcp.OptTimestamps | tcp.OptECN, tcp.CAOpen, tcp.StateEstablished, 0x3e0},
+		{"recovery", 0, tcp.CARecovery, tcp.StateEstablished, 0x20100000},
+		{"cwr", 0, tcp.CACWR, tcp.StateEstablished, 0x20000000},
+		{"disorder", 0, tcp.CADisorder, tcp.StateEstablished, 0},
+		{"loss", 0, tcp.CALoss, tcp.StateEstablished, 0},
+		{"fin_wait1", 0, tcp.CAOpen, tcp.StateFinWait1, 0x10},
+		{"fin_wait2", 0, tcp.CAOpen, tcp.StateFinWait2, 0x10},
+		{"closing", 0, tcp.CAOpen, tcp.StateClosing, 0x10},
+		{"last_ack", 0, tcp.CAOpen, tcp.StateLastAck, 0x10},
+		{"close_wait", 0, tcp.CAOpen, tcp.StateCloseWait, 0},
+		{"recovery in last_ack", tcp.OptSACK, tcp.CARecovery, tcp.StateLastAck, 0x20100210},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := Record{Snap: &diag.Snapshot{}}
+			r := correlate.Record{Snap: &tcp.Snapshot{}}
 			r.Snap.Info.Options = tt.options
 			r.Snap.Info.CAState = tt.ca
 			r.Snap.State = tt.state
-			if got := r.TFlags(); got != tt.want {
+			if got := TFlags(r.Snap); got != tt.want {
 				t.Errorf("TFlags = %#x, want %#x", got, tt.want)
 			}
 		})
@@ -499,45 +499,45 @@ func TestTFlags(t *testing.T) {
 }
 
 func TestDerivedFields(t *testing.T) {
-	r := Record{Snap: &diag.Snapshot{}}
+	r := correlate.Record{Snap: &tcp.Snapshot{}}
 	r.Snap.Info.SndMSS = 1448
 	r.Snap.Info.SndSsthresh = 0x7fffffff
-	if got := r.SndSsthresh(); got != 1073725440 {
+	if got := SndSsthresh(r.Snap); got != 1073725440 {
 		t.Errorf("infinite ssthresh = %d", got)
 	}
 	r.Snap.Info.SndSsthresh = 0x7ffffffe
-	if got := r.SndSsthresh(); got != 0xffffffff {
+	if got := SndSsthresh(r.Snap); got != 0xffffffff {
 		t.Errorf("saturated ssthresh = %d", got)
 	}
 	r.Snap.Info.SndSsthresh = 10
-	if got := r.SndSsthresh(); got != 14480 {
+	if got := SndSsthresh(r.Snap); got != 14480 {
 		t.Errorf("ssthresh = %d", got)
 	}
 	r.Snap.Info.SndCwnd = 0xffffffff
-	if got := r.SndCwnd(); got != 0xffffffff {
+	if got := SndCwnd(r.Snap); got != 0xffffffff {
 		t.Errorf("saturated cwnd = %d", got)
 	}
 	r.Snap.Info.SndWScale, r.Snap.Info.RcvWScale = 7, 14
-	if r.SndScale() != 0 || r.RcvScale() != 0 {
+	if SndScale(r.Snap) != 0 || RcvScale(r.Snap) != 0 {
 		t.Error("scales without OptWScale must be 0")
 	}
-	r.Snap.Info.Options = diag.OptWScale
-	if r.SndScale() != 7 || r.RcvScale() != 14 {
+	r.Snap.Info.Options = tcp.OptWScale
+	if SndScale(r.Snap) != 7 || RcvScale(r.Snap) != 14 {
 		t.Error("scales with OptWScale")
 	}
 	r.Snap.WQueue, r.Snap.Info.NotsentBytes = 100, 30
-	if r.Inflight() != 70 {
-		t.Errorf("Inflight = %d", r.Inflight())
+	if Inflight(r.Snap) != 70 {
+		t.Errorf("Inflight = %d", Inflight(r.Snap))
 	}
 	r.Snap.Info.NotsentBytes = 130
-	if r.Inflight() != 0 {
-		t.Errorf("Inflight not clamped: %d", r.Inflight())
+	if Inflight(r.Snap) != 0 {
+		t.Errorf("Inflight not clamped: %d", Inflight(r.Snap))
 	}
-	if r.TFlags2() != 0 {
+	if TFlags2(r.Snap) != 0 {
 		t.Error("t_flags2 without ECN")
 	}
-	r.Snap.Info.Options |= diag.OptECN
-	if r.TFlags2() != 0x20 {
+	r.Snap.Info.Options |= tcp.OptECN
+	if TFlags2(r.Snap) != 0x20 {
 		t.Error("t_flags2 with ECN")
 	}
 }
@@ -584,9 +584,9 @@ func TestFormatByName(t *testing.T) {
 
 func TestTCPFlagsString(t *testing.T) {
 	tests := map[uint8]string{
-		0: "none", capture.FlagSYN: "S", capture.FlagSYN | capture.FlagACK: "S.",
-		capture.FlagPSH | capture.FlagACK: "P.", capture.FlagFIN | capture.FlagACK: "F.",
-		capture.FlagACK: ".", capture.FlagRST: "R", 0xff: "FSRP.UEW",
+		0: "none", tcp.FlagSYN: "S", tcp.FlagSYN | tcp.FlagACK: "S.",
+		tcp.FlagPSH | tcp.FlagACK: "P.", tcp.FlagFIN | tcp.FlagACK: "F.",
+		tcp.FlagACK: ".", tcp.FlagRST: "R", 0xff: "FSRP.UEW",
 	}
 	for in, want := range tests {
 		if got := string(AppendTCPFlags(nil, in)); got != want {
@@ -624,7 +624,7 @@ func TestAppendAllocs(t *testing.T) {
 }
 
 // benchAppend formats the record next returns for its n-th call, over and over.
-func benchAppend(b *testing.B, f Format, next func(n int) *Record) {
+func benchAppend(b *testing.B, f Format, next func(n int) *correlate.Record) {
 	buf := make([]byte, 0, 1<<20)
 	b.ReportAllocs()
 	n := 0
@@ -640,9 +640,9 @@ func benchAppend(b *testing.B, f Format, next func(n int) *Record) {
 
 // goldenCycle returns the golden records in turn: IPv4 out, IPv4 in, IPv6,
 // each with a snapshot of its own.
-func goldenCycle() func(n int) *Record {
+func goldenCycle() func(n int) *correlate.Record {
 	recs := goldenRecords()
-	return func(n int) *Record { return &recs[n%3].rec }
+	return func(n int) *correlate.Record { return &recs[n%3].rec }
 }
 
 func BenchmarkAppendSIFTR(b *testing.B) { benchAppend(b, SIFTR(), goldenCycle()) }
@@ -653,7 +653,7 @@ func BenchmarkAppendJSONL(b *testing.B) { benchAppend(b, JSONL(), goldenCycle())
 // the packet's fields (direction, time, addresses, ports) are formatted.
 func BenchmarkAppendSIFTRSharedSnapshot(b *testing.B) {
 	r := goldenRecords()[0].rec
-	benchAppend(b, SIFTR(), func(int) *Record {
+	benchAppend(b, SIFTR(), func(int) *correlate.Record {
 		r.Pkt.Time += 1000
 		return &r
 	})
@@ -687,7 +687,7 @@ func TestAppendUint(t *testing.T) {
 // that alternate, repeat and change snapshots prints what a fresh Format
 // prints for each record alone.
 func TestSIFTRStateCache(t *testing.T) {
-	var seq []Record
+	var seq []correlate.Record
 	for _, nr := range goldenRecords() {
 		seq = append(seq, nr.rec, nr.rec) // the same snapshot twice in a row
 	}

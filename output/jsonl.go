@@ -3,7 +3,8 @@ package output
 import (
 	"net/netip"
 
-	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // JSONL returns the JSON Lines format: one JSON object per line, with every
@@ -25,14 +26,14 @@ func (jsonlFormat) AppendHeader(dst []byte, h *Header) []byte {
 	return append(dst, "}\n"...)
 }
 
-func (jsonlFormat) AppendRecord(dst []byte, r *Record) []byte {
+func (jsonlFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	p := &r.Pkt
 	s := r.Snap
 	in := &s.Info
 	local, remote := p.Local(), p.Remote()
 
 	dst = append(dst, `{"type":"record","direction":"`...)
-	if p.Dir == capture.DirOut {
+	if p.Dir == tcp.DirOut {
 		dst = append(dst, "out"...)
 	} else {
 		dst = append(dst, "in"...)
@@ -44,29 +45,29 @@ func (jsonlFormat) AppendRecord(dst []byte, r *Record) []byte {
 	dst = appendJAddrPort(dst, `,"local_addr":"`, `,"local_port":`, local)
 	dst = appendJAddrPort(dst, `,"remote_addr":"`, `,"remote_port":`, remote)
 
-	dst = appendJKey(dst, `,"snd_ssthresh":`, uint64(r.SndSsthresh()))
-	dst = appendJKey(dst, `,"snd_cwnd":`, uint64(r.SndCwnd()))
-	dst = appendJKey(dst, `,"t_flags2":`, uint64(r.TFlags2()))
+	dst = appendJKey(dst, `,"snd_ssthresh":`, uint64(SndSsthresh(r.Snap)))
+	dst = appendJKey(dst, `,"snd_cwnd":`, uint64(SndCwnd(r.Snap)))
+	dst = appendJKey(dst, `,"t_flags2":`, uint64(TFlags2(r.Snap)))
 	dst = appendJKey(dst, `,"snd_wnd":`, uint64(in.SndWnd))
 	dst = appendJKey(dst, `,"rcv_wnd":`, uint64(in.RcvWnd))
-	dst = appendJKey(dst, `,"snd_scale":`, uint64(r.SndScale()))
-	dst = appendJKey(dst, `,"rcv_scale":`, uint64(r.RcvScale()))
-	dst = appendJKey(dst, `,"conn_state":`, uint64(r.ConnState()))
+	dst = appendJKey(dst, `,"snd_scale":`, uint64(SndScale(r.Snap)))
+	dst = appendJKey(dst, `,"rcv_scale":`, uint64(RcvScale(r.Snap)))
+	dst = appendJKey(dst, `,"conn_state":`, uint64(ConnState(r.Snap)))
 	dst = append(dst, `,"tcp_state":"`...)
 	dst = append(dst, LinuxStateName(s.State)...)
 	dst = append(dst, '"')
 	dst = appendJKey(dst, `,"mss":`, uint64(in.SndMSS))
 	dst = appendJKey(dst, `,"srtt_us":`, uint64(in.RTT))
-	dst = appendJKey(dst, `,"sack_enabled":`, uint64(r.SACKEnabled()))
-	dst = appendJKey(dst, `,"t_flags":`, uint64(r.TFlags()))
+	dst = appendJKey(dst, `,"sack_enabled":`, uint64(SACKEnabled(r.Snap)))
+	dst = appendJKey(dst, `,"t_flags":`, uint64(TFlags(r.Snap)))
 	dst = appendJKey(dst, `,"rto_us":`, uint64(in.RTO))
 	dst = appendJKey(dst, `,"snd_buf_hiwater":`, uint64(s.SndBuf))
 	dst = appendJKey(dst, `,"snd_buf_cc":`, uint64(s.WQueue))
 	dst = appendJKey(dst, `,"rcv_buf_hiwater":`, uint64(s.RcvBuf))
 	dst = appendJKey(dst, `,"rcv_buf_cc":`, uint64(s.RQueue))
-	dst = appendJKey(dst, `,"inflight_bytes":`, uint64(r.Inflight()))
+	dst = appendJKey(dst, `,"inflight_bytes":`, uint64(Inflight(r.Snap)))
 	dst = appendJKey(dst, `,"t_segqlen":`, 0)
-	dst = appendJKey(dst, `,"flowid":`, uint64(r.FlowID()))
+	dst = appendJKey(dst, `,"flowid":`, uint64(FlowID(r.Snap)))
 	dst = appendJKey(dst, `,"flowtype":`, FlowType)
 
 	dst = appendJKey(dst, `,"seq":`, uint64(p.Seq))
@@ -108,7 +109,7 @@ func (jsonlFormat) AppendRecord(dst []byte, r *Record) []byte {
 
 func (jsonlFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	c := &f.Counts
-	pkts, skipped := c.totals()
+	pkts, skipped := c.Totals()
 	sec, usec := splitTime(timeNanos(f.Time))
 	dst = append(dst, `{"type":"disable","disable_time_secs":`...)
 	dst = appendInt(dst, sec)
@@ -178,14 +179,14 @@ var tcpFlagLetters = [...]struct {
 	bit    uint8
 	letter byte
 }{
-	{capture.FlagFIN, 'F'},
-	{capture.FlagSYN, 'S'},
-	{capture.FlagRST, 'R'},
-	{capture.FlagPSH, 'P'},
-	{capture.FlagACK, '.'},
-	{capture.FlagURG, 'U'},
-	{capture.FlagECE, 'E'},
-	{capture.FlagCWR, 'W'},
+	{tcp.FlagFIN, 'F'},
+	{tcp.FlagSYN, 'S'},
+	{tcp.FlagRST, 'R'},
+	{tcp.FlagPSH, 'P'},
+	{tcp.FlagACK, '.'},
+	{tcp.FlagURG, 'U'},
+	{tcp.FlagECE, 'E'},
+	{tcp.FlagCWR, 'W'},
 }
 
 // AppendTCPFlags appends the TCP flags byte as tcpdump prints it between

@@ -3,7 +3,8 @@ package output
 import (
 	"net/netip"
 
-	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // SIFTR returns the SIFTR 1.3.0 text format, byte-compatible with FreeBSD's
@@ -18,7 +19,7 @@ func SIFTR() Format { return &siftrFormat{} }
 // most of the cost of a line. Holding the pointer keeps the snapshot alive,
 // so pointer identity is snapshot identity.
 type siftrFormat struct {
-	snap  *diag.Snapshot
+	snap  *tcp.Snapshot
 	state []byte
 }
 
@@ -42,7 +43,7 @@ func (*siftrFormat) AppendHeader(dst []byte, h *Header) []byte {
 	return append(dst, '\n')
 }
 
-func (f *siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
+func (f *siftrFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	p := &r.Pkt
 	local, remote := p.Local(), p.Remote()
 
@@ -66,28 +67,28 @@ func (f *siftrFormat) AppendRecord(dst []byte, r *Record) []byte {
 
 // appendState appends fields 7 to 27 of a data line, which depend on the
 // snapshot only, and the newline.
-func appendState(dst []byte, r *Record) []byte {
+func appendState(dst []byte, r *correlate.Record) []byte {
 	s := r.Snap
-	dst = appendField(dst, uint64(r.SndSsthresh()))
-	dst = appendField(dst, uint64(r.SndCwnd()))
-	dst = appendField(dst, uint64(r.TFlags2()))
+	dst = appendField(dst, uint64(SndSsthresh(r.Snap)))
+	dst = appendField(dst, uint64(SndCwnd(r.Snap)))
+	dst = appendField(dst, uint64(TFlags2(r.Snap)))
 	dst = appendField(dst, uint64(s.Info.SndWnd))
 	dst = appendField(dst, uint64(s.Info.RcvWnd))
-	dst = appendField(dst, uint64(r.SndScale()))
-	dst = appendField(dst, uint64(r.RcvScale()))
-	dst = appendField(dst, uint64(r.ConnState()))
+	dst = appendField(dst, uint64(SndScale(r.Snap)))
+	dst = appendField(dst, uint64(RcvScale(r.Snap)))
+	dst = appendField(dst, uint64(ConnState(r.Snap)))
 	dst = appendField(dst, uint64(s.Info.SndMSS))
 	dst = appendField(dst, uint64(s.Info.RTT))
-	dst = appendField(dst, uint64(r.SACKEnabled()))
-	dst = appendField(dst, uint64(r.TFlags()))
+	dst = appendField(dst, uint64(SACKEnabled(r.Snap)))
+	dst = appendField(dst, uint64(TFlags(r.Snap)))
 	dst = appendField(dst, uint64(s.Info.RTO))
 	dst = appendField(dst, uint64(s.SndBuf))
 	dst = appendField(dst, uint64(s.WQueue))
 	dst = appendField(dst, uint64(s.RcvBuf))
 	dst = appendField(dst, uint64(s.RQueue))
-	dst = appendField(dst, uint64(r.Inflight()))
+	dst = appendField(dst, uint64(Inflight(r.Snap)))
 	dst = append(dst, ",0"...) // t_segqlen: Linux does not export its out-of-order queue length
-	dst = appendField(dst, uint64(r.FlowID()))
+	dst = appendField(dst, uint64(FlowID(r.Snap)))
 	dst = append(dst, ",63\n"...) // flowtype: FlowType
 	return dst
 }
@@ -100,7 +101,7 @@ func appendField(dst []byte, v uint64) []byte {
 
 func (*siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	c := &f.Counts
-	pkts, skipped := c.totals()
+	pkts, skipped := c.Totals()
 	sec, usec := splitTime(timeNanos(f.Time))
 	dst = append(dst, "disable_time_secs="...)
 	dst = appendInt(dst, sec)

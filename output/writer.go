@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 )
 
@@ -65,7 +66,7 @@ type WriterConfig struct {
 	FlushInterval time.Duration
 	// OnRecord, if set, is called with every record as it is formatted, in
 	// output order, on the writer's goroutine; r is valid only during the call.
-	OnRecord func(r *Record)
+	OnRecord func(r *correlate.Record)
 }
 
 // WriterStats are a Writer's counters. All counts are since OpenWriter.
@@ -172,7 +173,7 @@ type Writer struct {
 	bufRecs  int
 	lastTime int64
 	torn     bool // the last failed write left a partial line
-	onRecord func(*Record)
+	onRecord func(*correlate.Record)
 
 	records, bytes, rejected, forced, late atomic.Uint64
 	writeErrors, lost                      atomic.Uint64
@@ -196,7 +197,7 @@ type workerMark struct {
 // batch is a copy of the records of one Submit, sorted by time once the
 // writer takes it; pos is the next record to write.
 type batch struct {
-	recs  []Record
+	recs  []correlate.Record
 	pos   int
 	seq   uint64
 	class int
@@ -346,7 +347,7 @@ func (w *Writer) Start(h *Header) error {
 // writer is closed: then nothing is queued and the watermark is unchanged,
 // and the caller counts those packets as skipped (malloc). Submit does not
 // allocate once the writer's batch buffers have warmed up.
-func (w *Writer) Submit(worker int, recs []Record, watermark int64) bool {
+func (w *Writer) Submit(worker int, recs []correlate.Record, watermark int64) bool {
 	w.active.Add(1)
 	defer w.active.Add(-1)
 	if w.closed.Load() {
@@ -397,7 +398,7 @@ func (w *Writer) poke() {
 }
 
 // enqueue reserves room for recs and queues them in batches of at most batchCap.
-func (w *Writer) enqueue(recs []Record) bool {
+func (w *Writer) enqueue(recs []correlate.Record) bool {
 	nb := (len(recs) + w.batchCap - 1) / w.batchCap
 	if len(recs) > w.queueRecs || nb > w.queueLen {
 		return false
@@ -436,7 +437,7 @@ func (w *Writer) getBatch(n int) *batch {
 		return b
 	}
 	w.freeMu.Unlock()
-	return &batch{recs: make([]Record, 0, 1<<(c+minBatchBits)), class: c}
+	return &batch{recs: make([]correlate.Record, 0, 1<<(c+minBatchBits)), class: c}
 }
 
 func (w *Writer) putBatch(b *batch) {
@@ -480,7 +481,7 @@ func (w *Writer) accept(b *batch) {
 		return
 	}
 	if !sortedByTime(b.recs) {
-		slices.SortStableFunc(b.recs, func(x, y Record) int {
+		slices.SortStableFunc(b.recs, func(x, y correlate.Record) int {
 			switch {
 			case x.Pkt.Time < y.Pkt.Time:
 				return -1
@@ -497,7 +498,7 @@ func (w *Writer) accept(b *batch) {
 	w.push(b)
 }
 
-func sortedByTime(recs []Record) bool {
+func sortedByTime(recs []correlate.Record) bool {
 	for i := 1; i < len(recs); i++ {
 		if recs[i].Pkt.Time < recs[i-1].Pkt.Time {
 			return false

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/siftr-probe/siftr-probe/correlate"
 )
 
 // lineFormat writes "time worker:seq" per record, "H" and "F <n>" lines:
@@ -26,7 +28,7 @@ func (lineFormat) AppendHeader(dst []byte, h *Header) []byte { return append(dst
 func (lineFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	return fmt.Appendf(dst, "F %d\n", f.Counts.Packets[0])
 }
-func (lineFormat) AppendRecord(dst []byte, r *Record) []byte {
+func (lineFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	dst = strconv.AppendInt(dst, r.Pkt.Time, 10)
 	dst = append(dst, ' ')
 	dst = strconv.AppendUint(dst, uint64(r.Pkt.Ack), 10)
@@ -36,7 +38,7 @@ func (lineFormat) AppendRecord(dst []byte, r *Record) []byte {
 }
 
 // trec is a record at time t from worker w with sequence number seq.
-func trec(t int64, w int, seq int) Record {
+func trec(t int64, w int, seq int) correlate.Record {
 	r := baseRecord()
 	r.Pkt.Time = t
 	r.Snap.Time = t + 1000
@@ -125,7 +127,7 @@ func TestWriterOrderingTwoProducers(t *testing.T) {
 	for round := range 200 {
 		for p := range 2 {
 			n := rng.IntN(12) // may exceed BatchCap: split into batches
-			recs := make([]Record, 0, n)
+			recs := make([]correlate.Record, 0, n)
 			base := next[p]
 			for range n {
 				recs = append(recs, trec(base+rng.Int64N(50), p, seq[p]))
@@ -180,9 +182,9 @@ func TestWriterEqualTimesKeepSubmissionOrder(t *testing.T) {
 	if err := w.Start(&Header{}); err != nil {
 		t.Fatal(err)
 	}
-	w.Submit(0, []Record{trec(5, 0, 0), trec(7, 0, 1), trec(5, 0, 2)}, 5)
-	w.Submit(1, []Record{trec(5, 1, 3), trec(4, 1, 4)}, 5)
-	w.Submit(0, []Record{trec(5, 0, 5)}, 5)
+	w.Submit(0, []correlate.Record{trec(5, 0, 0), trec(7, 0, 1), trec(5, 0, 2)}, 5)
+	w.Submit(1, []correlate.Record{trec(5, 1, 3), trec(4, 1, 4)}, 5)
+	w.Submit(0, []correlate.Record{trec(5, 0, 5)}, 5)
 	if err := w.Close(func() *Footer { return &Footer{} }); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestWriterConcurrentProducers(t *testing.T) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(p), 1))
 			now := int64(1_000_000)
-			recs := make([]Record, 0, 100)
+			recs := make([]correlate.Record, 0, 100)
 			for i := 0; i < perWorker; {
 				recs = recs[:0]
 				n := min(1+rng.IntN(100), perWorker-i)
@@ -235,7 +237,7 @@ func TestWriterConcurrentProducers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := w.Close(func() *Footer { return &Footer{Counts: Counts{Packets: [2]uint64{42}}} }); err != nil {
+	if err := w.Close(func() *Footer { return &Footer{Counts: correlate.Counts{Packets: [2]uint64{42}}} }); err != nil {
 		t.Fatal(err)
 	}
 	lines := readLines(t, out.Bytes(), true)
@@ -280,7 +282,7 @@ func TestWriterWatermarks(t *testing.T) {
 	if err := w.Start(&Header{}); err != nil {
 		t.Fatal(err)
 	}
-	recs := []Record{trec(100, 0, 0), trec(120, 0, 1), trec(140, 0, 2), trec(160, 0, 3)}
+	recs := []correlate.Record{trec(100, 0, 0), trec(120, 0, 1), trec(140, 0, 2), trec(160, 0, 3)}
 	if !w.Submit(0, recs, 200) {
 		t.Fatal("Submit refused")
 	}
@@ -302,7 +304,7 @@ func TestWriterWatermarks(t *testing.T) {
 	// Now worker 0's 200 is the lowest: 160 can go.
 	waitFor(t, "all written", func() bool { return w.Stats().Records == 4 })
 	// A record below the writer's progress is written anyway, counted Late.
-	if !w.Submit(1, []Record{trec(110, 1, 0)}, 1000) {
+	if !w.Submit(1, []correlate.Record{trec(110, 1, 0)}, 1000) {
 		t.Fatal("Submit refused")
 	}
 	w.Advance(0, 2000)
@@ -311,7 +313,7 @@ func TestWriterWatermarks(t *testing.T) {
 		t.Errorf("Late = %d, want 1", st.Late)
 	}
 	// Records held at Close are written, in order, before the footer.
-	w.Submit(0, []Record{trec(5000, 0, 9), trec(3000, 0, 8)}, 6000)
+	w.Submit(0, []correlate.Record{trec(5000, 0, 9), trec(3000, 0, 8)}, 6000)
 	if err := w.Close(func() *Footer { return &Footer{} }); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +335,7 @@ func TestWriterForcedByMaxHeld(t *testing.T) {
 	}
 	// Worker 1 never reports: only the hold cap lets records out.
 	for i := range 25 {
-		if !w.Submit(0, []Record{trec(int64(i), 0, i)}, int64(i)) {
+		if !w.Submit(0, []correlate.Record{trec(int64(i), 0, i)}, int64(i)) {
 			t.Fatal("Submit refused")
 		}
 	}
@@ -372,7 +374,7 @@ func TestWriterSubmitNeverBlocks(t *testing.T) {
 	if err := w.Start(nil); err != nil {
 		t.Fatal(err)
 	}
-	if !w.Submit(0, []Record{trec(1, 0, 0)}, 2) {
+	if !w.Submit(0, []correlate.Record{trec(1, 0, 0)}, 2) {
 		t.Fatal("first Submit refused")
 	}
 	<-bw.entered // the writer goroutine is stuck in Write
@@ -380,7 +382,7 @@ func TestWriterSubmitNeverBlocks(t *testing.T) {
 	var results []bool
 	go func() {
 		defer close(done)
-		batch := make([]Record, 10)
+		batch := make([]correlate.Record, 10)
 		for i := range batch {
 			batch[i] = trec(10, 0, i)
 		}
@@ -404,14 +406,14 @@ func TestWriterSubmitNeverBlocks(t *testing.T) {
 		t.Errorf("stats: %s", statsNoHist(st))
 	}
 	// A Submit larger than the whole queue is refused outright.
-	if w.Submit(0, make([]Record, 101), 60) {
+	if w.Submit(0, make([]correlate.Record, 101), 60) {
 		t.Error("Submit of more records than QueueRecords accepted")
 	}
 	close(bw.release)
 	if err := w.Close(func() *Footer { return &Footer{} }); err != nil {
 		t.Fatal(err)
 	}
-	if w.Submit(0, []Record{trec(100, 0, 0)}, 100) {
+	if w.Submit(0, []correlate.Record{trec(100, 0, 0)}, 100) {
 		t.Error("Submit after Close accepted")
 	}
 	lines := strings.Count(string(bw.buf.Bytes()), "\n")
@@ -435,7 +437,7 @@ func TestWriterAppendsAndMode(t *testing.T) {
 		}
 		r := baseRecord()
 		r.Pkt.Time += int64(run)
-		w.Submit(0, []Record{r}, r.Pkt.Time+1)
+		w.Submit(0, []correlate.Record{r}, r.Pkt.Time+1)
 		if err := w.Close(func() *Footer { return goldenFooter() }); err != nil {
 			t.Fatal(err)
 		}
@@ -546,7 +548,7 @@ func TestWriterReopenAfterRename(t *testing.T) {
 	seq := 0
 	submit := func(n int) {
 		for range n {
-			w.Submit(0, []Record{trec(int64(seq), 0, seq)}, int64(seq)-1)
+			w.Submit(0, []correlate.Record{trec(int64(seq), 0, seq)}, int64(seq)-1)
 			seq++
 		}
 	}
@@ -602,7 +604,7 @@ func TestWriterFailingFile(t *testing.T) {
 	const n = 5000
 	accepted := 0
 	for i := range n {
-		if w.Submit(0, []Record{trec(int64(i), 0, i)}, int64(i+1)) {
+		if w.Submit(0, []correlate.Record{trec(int64(i), 0, i)}, int64(i+1)) {
 			accepted++
 		}
 	}
@@ -654,7 +656,7 @@ func TestWriterIdleFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := baseRecord()
-	w.Submit(0, []Record{r}, r.Pkt.Time+1)
+	w.Submit(0, []correlate.Record{r}, r.Pkt.Time+1)
 	// No Close: the record must reach the file within the flush interval.
 	waitFor(t, "flush", func() bool {
 		data, _ := os.ReadFile(path)
@@ -670,7 +672,7 @@ func TestSubmitAllocs(t *testing.T) {
 	if err := w.Start(nil); err != nil {
 		t.Fatal(err)
 	}
-	recs := make([]Record, 64)
+	recs := make([]correlate.Record, 64)
 	for i := range recs {
 		recs[i] = trec(0, 0, i) // snapshots come from the lookups, not from Submit
 	}
@@ -706,7 +708,7 @@ func BenchmarkWriterThroughput(b *testing.B) {
 			if err := w.Start(goldenHeader()); err != nil {
 				b.Fatal(err)
 			}
-			recs := [2][]Record{make([]Record, 64), make([]Record, 64)}
+			recs := [2][]correlate.Record{make([]correlate.Record, 64), make([]correlate.Record, 64)}
 			for p := range recs {
 				for i := range recs[p] {
 					recs[p][i] = baseRecord()
@@ -742,11 +744,11 @@ func BenchmarkWriterThroughput(b *testing.B) {
 func TestWriterOnRecord(t *testing.T) {
 	var got []int64
 	w := openTest(t, &WriterConfig{Path: "-", Stdout: io.Discard, Workers: 1,
-		OnRecord: func(r *Record) { got = append(got, r.Pkt.Time) }})
+		OnRecord: func(r *correlate.Record) { got = append(got, r.Pkt.Time) }})
 	if err := w.Start(nil); err != nil {
 		t.Fatal(err)
 	}
-	w.Submit(0, []Record{trec(3, 0, 0), trec(1, 0, 1), trec(2, 0, 2)}, 0)
+	w.Submit(0, []correlate.Record{trec(3, 0, 0), trec(1, 0, 1), trec(2, 0, 2)}, 0)
 	if err := w.Close(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -758,7 +760,7 @@ func TestWriterOnRecord(t *testing.T) {
 // TestRecordSize guards the memory estimate in the Writer's doc: the
 // default queue bound is sized for 96-byte records.
 func TestRecordSize(t *testing.T) {
-	if n := unsafe.Sizeof(Record{}); n > 96 {
-		t.Errorf("Record is %d bytes; the queue bounds assume 96", n)
+	if n := unsafe.Sizeof(correlate.Record{}); n > 96 {
+		t.Errorf("correlate.Record is %d bytes; the queue bounds assume 96", n)
 	}
 }

@@ -19,11 +19,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
-	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // ErrNeedRoot: the demo builds network namespaces, which needs root.
@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var mu sync.Mutex
 	flows := map[uint64]*flowStats{}
-	onRecord := func(r *output.Record) {
+	onRecord := func(r *correlate.Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		f := flows[r.Snap.Cookie]

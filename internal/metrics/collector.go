@@ -13,7 +13,7 @@ import (
 
 // Stats is one reading of every pipeline counter the Collector reports.
 type Stats struct {
-	Counts  output.Counts      // correlate.Engine.Counts
+	Counts  correlate.Counts   // correlate.Engine.Counts
 	Engine  correlate.Stats    // correlate.Engine.Stats
 	Capture capture.Stats      // capture.Capture.Stats
 	Writer  output.WriterStats // output.Writer.Stats
@@ -32,8 +32,8 @@ var StalenessBuckets = []float64{
 
 const namespace = "siftr"
 
-// directions are the direction label values, indexed as output.Counts
-// (capture.DirIn = 0, capture.DirOut = 1).
+// directions are the direction label values, indexed as correlate.Counts
+// (tcp.DirIn = 0, tcp.DirOut = 1).
 var directions = [2]string{"in", "out"}
 
 // Collector is a prometheus.Collector that reads Stats on every scrape.

@@ -49,7 +49,7 @@ func fakeStats() Stats {
 		h.Record(v)
 	}
 	return Stats{
-		Counts: output.Counts{
+		Counts: correlate.Counts{
 			Packets:    [2]uint64{1000, 2000},
 			SampledOut: [2]uint64{11, 12},
 			SkipMalloc: [2]uint64{21, 22},

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siftr-probe/siftr-probe/diag"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // linkLocal returns the link-local IPv6 address of host h's veth, waiting
@@ -87,7 +87,7 @@ func TestIntegrationOpenDiagsNetNS(t *testing.T) {
 	}
 	defer c.Close()
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	q := diag.Query{Local: netip.AddrPortFrom(local.Addr().WithZone(lab.A.Iface), local.Port()), Remote: remote}
+	q := tcp.Query{Local: netip.AddrPortFrom(local.Addr().WithZone(lab.A.Iface), local.Port()), Remote: remote}
 
 	ds, err := openDiags(lab.A.NetNS, 2)
 	if err != nil {
@@ -102,11 +102,11 @@ func TestIntegrationOpenDiagsNetNS(t *testing.T) {
 		t.Fatalf("openDiags opened %d clients, want 2", len(ds))
 	}
 	for i, d := range ds {
-		out := make([]diag.Snapshot, 1)
-		if err := d.Lookup([]diag.Query{q}, out); err != nil {
+		out := make([]tcp.Snapshot, 1)
+		if err := d.Lookup([]tcp.Query{q}, out); err != nil {
 			t.Fatal(err)
 		}
-		if out[0].Status != diag.Found {
+		if out[0].Status != tcp.Found {
 			t.Errorf("client %d: %v -> %v: status %v, want found (zone resolved outside the namespace?)", i, q.Local, q.Remote, out[0].Status)
 		}
 	}

@@ -45,7 +45,7 @@ type Config struct {
 	// Reopen, if set: each value received reopens the log file (SIGHUP, for logrotate).
 	Reopen <-chan os.Signal
 	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
-	OnRecord func(*output.Record)
+	OnRecord func(*correlate.Record)
 	// Started, if set, is called once the rings are capturing.
 	Started func()
 	// MetricsAddr, if set, is a TCP address (host:port) on which to serve
@@ -71,7 +71,7 @@ func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(for
 // Summary is what a run did.
 type Summary struct {
 	Start, End time.Time
-	Counts     output.Counts
+	Counts     correlate.Counts
 	Capture    capture.Stats
 	Engine     correlate.Stats
 	Writer     output.WriterStats

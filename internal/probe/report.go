@@ -11,7 +11,6 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
-	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // Report is the machine-readable form of a Summary (--stats-file).
@@ -21,7 +20,7 @@ type Report struct {
 	Seconds         float64           `json:"seconds"`
 	LogFile         string            `json:"logfile"`
 	Lines           uint64            `json:"lines"`
-	Counts          output.Counts     `json:"counts"`
+	Counts          correlate.Counts  `json:"counts"`
 	Capture         capture.Stats     `json:"capture"`
 	Engine          correlate.Stats   `json:"engine"`
 	Diag            diag.Stats        `json:"diag"`

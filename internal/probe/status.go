@@ -27,7 +27,7 @@ type status struct {
 
 // statusInput is what a status line reports, read from the pipeline.
 type statusInput struct {
-	counts      output.Counts
+	counts      correlate.Counts
 	writer      output.WriterStats
 	kernelDrops uint64
 	flows       int64

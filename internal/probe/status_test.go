@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
 )
@@ -19,7 +20,7 @@ func TestStatusLineInterval(t *testing.T) {
 		h.Record(int64(40 * time.Millisecond))
 	}
 	in := statusInput{
-		counts: output.Counts{Packets: [2]uint64{100, 1000}},
+		counts: correlate.Counts{Packets: [2]uint64{100, 1000}},
 		writer: output.WriterStats{Records: 1000, QueueCap: 1024, Staleness: h.Snapshot()},
 		flows:  2,
 	}

@@ -1,4 +1,4 @@
-package diag
+package tcp
 
 import "net/netip"
 
@@ -41,6 +41,23 @@ func (s Status) String() string {
 	}
 }
 
+// Source names a state source: how a snapshot was read.
+type Source uint8
+
+const (
+	// SourceDiag: read with inet_diag after the packet was captured.
+	SourceDiag Source = iota
+	// SourceExact: read in the kernel at the packet, by eBPF programs.
+	SourceExact
+)
+
+func (s Source) String() string {
+	if s == SourceExact {
+		return "exact"
+	}
+	return "diag"
+}
+
 // Linux TCP states (include/net/tcp_states.h).
 const (
 	StateEstablished = 1
@@ -59,13 +76,16 @@ const (
 
 // Snapshot is one socket's state as the kernel reported it.
 type Snapshot struct {
-	// Time is when the state was read, in nanoseconds since the Unix epoch
-	// (taken right after the request was sent: the kernel answers inet_diag
-	// requests synchronously inside sendmsg, so this is an upper bound).
+	// Time is when the state was read, in nanoseconds since the Unix epoch.
+	// An inet_diag lookup takes it right after the request was sent (the
+	// kernel answers synchronously inside sendmsg, so it is an upper bound);
+	// a state read at the packet carries the packet's time.
 	Time int64
 	// Status is the outcome of the lookup; the fields below are valid only
 	// when Status is Found (State, Cookie and Family also for NotEstablished).
 	Status Status
+	// Source is the state source that read the snapshot.
+	Source Source
 	// Family is the socket's family (unix.AF_INET or unix.AF_INET6); an IPv4
 	// connection on a dual-stack socket reports AF_INET6.
 	Family uint8
@@ -88,7 +108,7 @@ type Snapshot struct {
 	// InfoLen is how many bytes of tcp_info the kernel sent; fields beyond it are zero.
 	InfoLen uint16
 	// Info is the parsed tcp_info.
-	Info TCPInfo
+	Info Info
 }
 
 // CongName returns the congestion control name without padding.
@@ -119,10 +139,10 @@ const (
 	CALoss     = 4
 )
 
-// TCPInfo mirrors Linux struct tcp_info (include/uapi/linux/tcp.h) up to
+// Info mirrors Linux struct tcp_info (include/uapi/linux/tcp.h) up to
 // tcpi_total_rto_time (Linux 6.7). Fields the kernel did not send are zero;
 // Snapshot.InfoLen tells which were sent. Times are in microseconds unless noted.
-type TCPInfo struct {
+type Info struct {
 	State, CAState, Retransmits, Probes, Backoff, Options uint8
 	SndWScale, RcvWScale                                  uint8 // the two nibbles of byte 6
 	DeliveryRateAppLimited                                bool

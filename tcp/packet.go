@@ -1,4 +1,4 @@
-package capture
+package tcp
 
 import "net/netip"
 
