@@ -194,12 +194,14 @@ type probeReport struct {
 		FlowsCreated  uint64
 		FlowsPruned   uint64
 		FlowTableFull uint64
-		Lookups       uint64
-		Batches       uint64
-		LookupErrors  uint64
 		SinkRejected  uint64
-		HandoffFull   uint64
 	} `json:"engine"`
+	Resolve struct {
+		Lookups      uint64
+		Batches      uint64
+		LookupErrors uint64
+		HandoffFull  uint64
+	} `json:"resolve"`
 	Writer struct {
 		Records, Rejected, Late uint64
 	} `json:"writer"`
@@ -419,7 +421,7 @@ func (p *probeTool) end(m *measurement) error {
 	m.Flows = r.Engine.ActiveFlows
 	m.FlowsCreated = r.Engine.FlowsCreated
 	m.FlowTableFull = r.Engine.FlowTableFull
-	m.HandoffFull, m.SinkRejected = r.Engine.HandoffFull, r.Engine.SinkRejected
+	m.HandoffFull, m.SinkRejected = r.Resolve.HandoffFull, r.Engine.SinkRejected
 	lc, err := checkLog(p.logPath())
 	if err != nil {
 		m.IdentityNote = "log: " + err.Error()

@@ -1,15 +1,26 @@
-// Package correlate joins captured packets with their sockets' TCP state.
+// Package correlate turns packets and their sockets' TCP state into
+// records, and accounts for every packet as SIFTR does.
 //
-// An Engine is the capture.Handler of a run. For each ring block it counts
-// every packet per direction, finds the packet's flow (keyed by the local
-// socket's 4-tuple, and by the socket cookie once known), advances the
-// flow's packet counter and keeps the N-th, 2N-th, ... packet of each flow
-// (SIFTR's pkts-per-log rule). The sampled packets of one block are grouped
-// by socket, so that one inet_diag lookup serves all of them; each sampled
-// packet with an established socket becomes one Record, and every
-// other packet is counted under the reason it was not logged. Records go to
-// a Sink (the output.Writer) together with a watermark that lets the writer
-// order records from all workers by packet time.
+// It has two parts. The Engine is the pure part, shared by every state
+// source: it counts every packet per direction and reason, keeps the flow
+// table (keyed by the local socket's 4-tuple, and by the socket cookie once
+// known) and the flow list of the disable line, applies SIFTR's ppl rule
+// (the N-th, 2N-th, ... packet of each flow) and its handshake
+// classification, decides from a socket's state whether a packet becomes a
+// Record, and hands records with a watermark to the Sink (the
+// output.Writer), which orders records from all producers by packet time.
+// It does no I/O and starts no goroutine of its own (Run only prunes).
+//
+// The Resolver is the part that gives packets without state their state:
+// it takes ring blocks from the capture, has the Engine sample them, reads
+// the sampled packets' sockets through a StateReader (diag.Client) on a
+// goroutine per producer, grouped by socket so that one inet_diag lookup
+// serves all the packets of a socket in a block, and has the Engine settle
+// each packet. A source that reads the state at the packet (exact mode)
+// needs no Resolver: it samples in the kernel, hands each sampled packet
+// with its state to Engine.Stated and its own counts to Engine.Tally.
+//
+// A Source is the contract both meet; see Source.
 //
 // The conservation identity holds exactly, per direction:
 //
@@ -17,7 +28,7 @@
 //
 // where records are those the sink accepted.
 //
-// # Differences from FreeBSD SIFTR
+// # Differences from FreeBSD SIFTR (packets without state)
 //
 // SIFTR looks up the socket of every packet and advances the ppl counter
 // only for packets of established sockets. Here only sampled packets are
@@ -30,11 +41,12 @@
 // passing its turn to the next packet. The one packet SIFTR counts
 // differently is the server's first inbound ACK, which completes the
 // handshake: FreeBSD sees it before the socket exists (inpcb), here the
-// lookup comes after and finds it established.
+// lookup comes after and finds it established. A source that reads the
+// state at the packet follows SIFTR exactly instead.
 //
 // The counter is shared by the flow's packets in both directions and on all
-// workers; packets processed at the same moment on two workers are counted
-// in the order they are processed, not strictly in packet-time order.
+// producers; packets processed at the same moment by two producers are
+// counted in the order they are processed, not strictly in packet-time order.
 //
 // # Flow table
 //
@@ -47,8 +59,7 @@
 //
 // # Concurrency
 //
-// Block and Idle may be called concurrently for different workers, never
-// concurrently for the same worker. Counts, Flows and Stats are safe for
-// concurrent use. The package does no I/O of its own: lookups go through a
-// Lookuper per worker and records to the Sink.
+// Engine methods for different producers may run concurrently; the calls
+// for one producer (Stated, and a Resolver's Block and Idle) must be
+// sequential. Counts, Flows, Stats and Prune are safe for concurrent use.
 package correlate

@@ -108,14 +108,44 @@ func pkt(seq uint32, d tcp.Direction, l, r netip.AddrPort) tcp.Packet {
 	return p
 }
 
-func newEngine(t testing.TB, cfg *Config, sink Sink, ls ...Lookuper) *Engine {
+// fixture is diag mode's state source without a capture: an Engine and
+// the Resolver that feeds it ring blocks, driven by hand.
+type fixture struct {
+	*Engine
+	res *Resolver
+}
+
+func (f *fixture) Block(w int, pkts []tcp.Packet) { f.res.Block(w, pkts) }
+func (f *fixture) Idle(w int, safe int64)         { f.res.Idle(w, safe) }
+func (f *fixture) Flush()                         { f.res.Flush() }
+func (f *fixture) Close()                         { f.res.Close() }
+
+// stats is the engine's and the resolver's counters together.
+type stats struct {
+	Stats
+	ResolveStats
+}
+
+func (f *fixture) Stats() stats { return stats{f.Engine.Stats(), f.res.Stats()} }
+
+func newEngine(t testing.TB, cfg *Config, sink Sink, ls ...StateReader) *fixture {
 	t.Helper()
-	e, err := New(cfg, sink, ls)
+	return newEngineIf(t, cfg, 0, sink, ls...)
+}
+
+// newEngineIf is newEngine with the captured interface's index.
+func newEngineIf(t testing.TB, cfg *Config, ifIndex uint32, sink Sink, ls ...StateReader) *fixture {
+	t.Helper()
+	e, err := NewEngine(cfg, sink, len(ls))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	r, err := NewResolver(e, ls, ifIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return &fixture{e, r}
 }
 
 // checkConservation asserts packets = records + sampled out + skips, per direction.
@@ -225,7 +255,7 @@ func TestHandshakePPLPhase(t *testing.T) {
 
 func TestIfIndexInQueries(t *testing.T) {
 	d := &fakeDiag{}
-	e := newEngine(t, &Config{IfIndex: 42}, &fakeSink{}, d)
+	e := newEngineIf(t, nil, 42, &fakeSink{}, d)
 	e.Block(0, []tcp.Packet{pkt(1, tcp.DirOut, local, remote)})
 	e.Flush()
 	if len(d.calls) != 1 || len(d.calls[0]) != 1 || d.calls[0][0].IfIndex != 42 {
@@ -324,7 +354,7 @@ func TestLookupErrorAndFullSinkAreMalloc(t *testing.T) {
 		t.Errorf("malloc skips %v, want [1 2]", c.SkipMalloc)
 	}
 	s := e.Stats()
-	if s.SinkRejected != 2 || s.LookupErrors != 1 || s.LastLookupErrMsg != "netlink: boom" {
+	if s.SinkRejected != 2 || s.LookupErrors != 1 || s.LastErrMsg != "netlink: boom" {
 		t.Errorf("stats %+v", s)
 	}
 	checkConservation(t, c, nil)

@@ -13,11 +13,12 @@ import (
 
 // Stats is one reading of every pipeline counter the Collector reports.
 type Stats struct {
-	Counts  correlate.Counts   // correlate.Engine.Counts
-	Engine  correlate.Stats    // correlate.Engine.Stats
-	Capture capture.Stats      // capture.Capture.Stats
-	Writer  output.WriterStats // output.Writer.Stats
-	Diag    diag.Stats         // diag.Client.Stats, summed over clients
+	Counts  correlate.Counts       // correlate.Engine.Counts
+	Engine  correlate.Stats        // correlate.Engine.Stats
+	Writer  output.WriterStats     // output.Writer.Stats
+	Capture capture.Stats          // diag mode: capture.Capture.Stats
+	Resolve correlate.ResolveStats // diag mode: correlate.Resolver.Stats
+	Diag    diag.Stats             // diag mode: diag.Client.Stats, summed over clients
 }
 
 // StalenessBuckets are the upper bounds, in seconds, of the
@@ -169,9 +170,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.flowsPruned, es.FlowsPruned)
 	counter(c.flowTableFull, es.FlowTableFull)
 	counter(c.cookieReuses, es.CookieReuses)
-	counter(c.lookupCalls, es.Batches)
-	counter(c.lookupCallErrors, es.LookupErrors)
-	counter(c.handoffFull, es.HandoffFull)
+	rs := &s.Resolve
+	counter(c.lookupCalls, rs.Batches)
+	counter(c.lookupCallErrors, rs.LookupErrors)
+	counter(c.handoffFull, rs.HandoffFull)
 
 	ds := &s.Diag
 	counter(c.diagLookups, ds.Lookups)

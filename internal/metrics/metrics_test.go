@@ -62,12 +62,14 @@ func fakeStats() Stats {
 			FlowsPruned:     12,
 			FlowTableFull:   3,
 			FlowListDropped: 1,
-			Lookups:         2800,
-			Batches:         400,
-			LookupErrors:    2,
 			SinkRejected:    4,
 			CookieReuses:    6,
-			HandoffFull:     7,
+		},
+		Resolve: correlate.ResolveStats{
+			Lookups:      2800,
+			Batches:      400,
+			LookupErrors: 2,
+			HandoffFull:  7,
 		},
 		Capture: capture.Stats{
 			Frames:        3050,

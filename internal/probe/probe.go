@@ -17,12 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
-	"github.com/siftr-probe/siftr-probe/diag"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
-	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/output"
 )
 
@@ -68,24 +65,45 @@ func (e *SetupError) Unwrap() error { return e.Err }
 
 func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(format, a...)} }
 
-// Summary is what a run did.
+// Summary is what a run did: the pipeline's counters at the end, and when
+// and where it logged.
 type Summary struct {
 	Start, End time.Time
-	Counts     correlate.Counts
-	Capture    capture.Stats
-	Engine     correlate.Stats
-	Writer     output.WriterStats
-	Diag       diag.Stats
 	LogFile    string
+	metrics.Stats
 }
 
 // Lines is the number of records written.
 func (s *Summary) Lines() uint64 { return s.Writer.Records }
 
-// Run captures until ctx is done or cfg.Duration has passed, then drains
-// every queued record, writes the disable line and returns what it did.
-// An error before capture started is a *SetupError.
+// Pipeline is one run: a state source feeding a correlate.Engine, which
+// hands records to an output.Writer. New sets it up (everything that can
+// fail before logging starts), Run logs until told to stop, Close releases
+// what is left. The command, the demo, the tests and the benchmarks all run
+// the probe through it.
+type Pipeline struct {
+	cfg       Config
+	src       source
+	out       *output.Writer
+	eng       *correlate.Engine
+	metricsLn net.Listener
+	ran       bool
+	closed    bool
+}
+
+// Run sets a pipeline up with New, runs it and closes it.
 func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	p, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.Run(ctx)
+}
+
+// New opens the state source, the log and the metrics listener of a run.
+// Nothing is logged yet. An error is a *SetupError.
+func New(cfg Config) (*Pipeline, error) {
 	if cfg.Iface == "" {
 		return nil, setupErr("no interface given (--iface)")
 	}
@@ -108,79 +126,79 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, &SetupError{err}
 	}
+	p := &Pipeline{cfg: cfg}
 
 	// Bind the metrics address first: a busy port is a set-up error, found
 	// before any ring is opened.
-	var metricsLn net.Listener
 	if cfg.MetricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+		if p.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return nil, setupErr("cannot serve metrics on %s: %w", cfg.MetricsAddr, unwrapOp(err))
 		}
 	}
-
-	var (
-		capt  *capture.Capture
-		diags []*diag.Client
-	)
-	closeAll := func() {
-		for _, d := range diags {
-			d.Close()
-		}
-		if capt != nil {
-			capt.Close()
-		}
-		if metricsLn != nil {
-			metricsLn.Close()
-			metricsLn = nil
-		}
-	}
-	err = netns.Do(cfg.NetNS, func() error {
-		var err error
-		capt, err = capture.Open(&capture.Config{
-			Iface:        cfg.Iface,
-			Port:         cfg.Port,
-			Workers:      cfg.Workers,
-			BlockSize:    cfg.BlockSize,
-			RingSize:     cfg.RingSize,
-			BlockTimeout: cfg.BlockTimeout,
-		})
-		return err
-	})
-	if err == nil {
-		diags, err = openDiags(cfg.NetNS, capt.Workers())
-	}
+	src, err := openPacketSource(&p.cfg)
 	if err != nil {
-		closeAll()
-		return nil, explainOpen(cfg, err)
+		p.Close()
+		return nil, err
 	}
-
-	w, err := output.OpenWriter(&output.WriterConfig{
+	p.src = src
+	p.out, err = output.OpenWriter(&output.WriterConfig{
 		Path:     cfg.LogFile,
 		Stdout:   cfg.Stdout,
 		Format:   format,
-		Workers:  capt.Workers(),
+		Workers:  p.src.Producers(),
 		OnRecord: cfg.OnRecord,
 	})
 	if err != nil {
-		closeAll()
+		p.Close()
 		return nil, explainLog(cfg.LogFile, err)
 	}
-	lookupers := make([]correlate.Lookuper, len(diags))
-	for i, d := range diags {
-		lookupers[i] = d
-	}
-	eng, err := correlate.New(&correlate.Config{PPL: cfg.PPL, IfIndex: uint32(capt.IfIndex())}, w, lookupers)
-	if err != nil {
-		closeAll()
-		w.Close(nil)
+	if p.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL}, p.out, p.src.Producers()); err != nil {
+		p.Close()
 		return nil, &SetupError{err}
 	}
-	defer eng.Close()
+	return p, nil
+}
 
+// Close releases what the pipeline holds: the source, the log (closed
+// without a disable line if Run never wrote one) and the metrics listener.
+// It is idempotent.
+func (p *Pipeline) Close() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if p.src != nil {
+		p.src.Close()
+	}
+	if p.out != nil && !p.ran {
+		p.out.Close(nil)
+	}
+	if p.metricsLn != nil {
+		p.metricsLn.Close()
+	}
+	return nil
+}
+
+// read is one reading of every counter of the pipeline: the summary, the
+// status line and the metrics are all built from it.
+func (p *Pipeline) read() metrics.Stats {
+	s := metrics.Stats{Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
+	p.src.read(&s)
+	return s
+}
+
+// Run writes the enable line and logs until ctx is done or Config.Duration
+// has passed, then drains every queued record, writes the disable line and
+// returns what it did. It may be called once.
+func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
+	if p.ran || p.closed {
+		return nil, errors.New("probe: pipeline already run or closed")
+	}
+	p.ran = true
+	cfg := &p.cfg
 	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
-	if err := w.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
-		closeAll()
-		w.Close(nil)
+	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
+		p.out.Close(nil)
 		return nil, explainLog(cfg.LogFile, err)
 	}
 
@@ -191,85 +209,43 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		runCtx, c2 = context.WithTimeout(runCtx, cfg.Duration)
 		defer c2()
 	}
+	// The helpers: the flow table's pruner, the status line, log reopening.
 	var wg sync.WaitGroup
-	wg.Go(func() { eng.Run(runCtx) })
+	wg.Go(func() { p.eng.Run(runCtx) })
 	if cfg.StatusEvery > 0 {
-		st := newStatus(cfg.Stderr, capt, eng, w)
+		st := newStatus(cfg.Stderr, p.read)
 		wg.Go(func() { st.run(runCtx, cfg.StatusEvery) })
 	}
 	if cfg.Reopen != nil {
-		wg.Go(func() {
-			for {
-				select {
-				case <-runCtx.Done():
-					return
-				case <-cfg.Reopen:
-					if err := w.Reopen(); err != nil {
-						fmt.Fprintf(cfg.Stderr, "siftr-probe: reopen %s: %v\n", cfg.LogFile, err)
-					}
-				}
-			}
-		})
+		wg.Go(func() { p.reopenOn(runCtx, cfg.Reopen) })
 	}
-	var msrv *metrics.Server
-	if metricsLn != nil {
-		msrv = metrics.Serve(metricsLn, &metrics.Config{
-			Read: func() metrics.Stats {
-				s := metrics.Stats{Counts: eng.Counts(), Engine: eng.Stats(), Capture: capt.Stats(), Writer: w.Stats()}
-				for _, d := range diags {
-					s.Diag = addDiag(s.Diag, d.Stats())
-				}
-				return s
-			},
-			Health: func() error {
-				if runCtx.Err() != nil {
-					return errors.New("stopping")
-				}
-				if err := w.Err(); err != nil {
-					return fmt.Errorf("log write failed: %v", err)
-				}
-				return nil
-			},
-			Info: buildinfo.Get(),
-		})
-		metricsLn = nil // msrv owns it
-		if cfg.MetricsListening != nil {
-			cfg.MetricsListening(msrv.Addr())
-		}
-	}
+	msrv := p.serveMetrics(runCtx)
 	if cfg.Started != nil {
 		cfg.Started()
 	}
-	capErr := capt.Run(runCtx, eng)
+
+	// The shutdown order: the source stops and delivers what it observed
+	// (the engine's counts are then final), the helpers stop, the writer
+	// drains its queue and writes the disable line, then metrics stop.
+	srcErr := p.src.Run(runCtx, p.eng)
 	cancel()
 	wg.Wait()
-	// Capture has stopped; finish the lookups of what it handed over.
-	eng.Close()
-
-	// Capture has stopped and every block was handled: the counts are final.
-	werr := w.Close(func() *output.Footer {
-		return &output.Footer{Time: time.Now(), Counts: eng.Counts(), Flows: eng.Flows()}
+	werr := p.out.Close(func() *output.Footer {
+		return &output.Footer{Time: time.Now(), Counts: p.eng.Counts(), Flows: p.eng.Flows()}
 	})
 	sum.End = time.Now()
-	sum.Counts = eng.Counts()
-	sum.Capture = capt.Stats()
-	sum.Engine = eng.Stats()
-	sum.Writer = w.Stats()
-	for _, d := range diags {
-		sum.Diag = addDiag(sum.Diag, d.Stats())
-	}
+	sum.Stats = p.read()
 	if msrv != nil {
-		// Let a scrape in progress finish, then stop serving: the stats
-		// it reads are gone with the rings.
+		// Let a scrape in progress finish, then stop serving.
 		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := msrv.Close(sctx); err != nil {
 			fmt.Fprintf(cfg.Stderr, "siftr-probe: metrics server: %v\n", err)
 		}
 		scancel()
 	}
-	closeAll()
-	if capErr != nil {
-		return sum, fmt.Errorf("capture: %w", capErr)
+	p.Close()
+	if srcErr != nil {
+		return sum, srcErr
 	}
 	if werr != nil {
 		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
@@ -277,43 +253,44 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return sum, nil
 }
 
-// openDiags opens n inet_diag clients in the network namespace at path (""
-// = the caller's). The namespace is given to diag.Open, not only entered
-// around it: the client also resolves the zones of link-local IPv6 queries
-// (interface names) in it.
-func openDiags(path string, n int) ([]*diag.Client, error) {
-	var ds []*diag.Client
-	for range n {
-		d, err := diag.Open(&diag.Config{NetNS: path})
-		if err != nil {
-			for _, d := range ds {
-				d.Close()
+// reopenOn reopens the log file for each value received on c, until ctx is done.
+func (p *Pipeline) reopenOn(ctx context.Context, c <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c:
+			if err := p.out.Reopen(); err != nil {
+				fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.LogFile, err)
 			}
-			return nil, fmt.Errorf("open inet_diag socket: %w", err)
 		}
-		ds = append(ds, d)
 	}
-	return ds, nil
 }
 
-// explainOpen turns a capture/diag open error into a one-line SetupError.
-func explainOpen(cfg Config, err error) error {
-	switch {
-	case errors.Is(err, capture.ErrNoInterface):
-		where := ""
-		if cfg.NetNS != "" {
-			where = " in network namespace " + cfg.NetNS
-		}
-		return setupErr("no such interface %q%s (list them with: ip link)", cfg.Iface, where)
-	case errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM):
-		if cfg.NetNS != "" {
-			return setupErr("permission denied: capturing in another network namespace needs CAP_NET_RAW and CAP_SYS_ADMIN (run as root): %v", err)
-		}
-		return setupErr("permission denied: capturing on %s needs CAP_NET_RAW (run as root, or: setcap cap_net_raw+ep siftr-probe): %v", cfg.Iface, err)
-	case errors.Is(err, os.ErrNotExist) && cfg.NetNS != "":
-		return setupErr("no such network namespace %s", cfg.NetNS)
+// serveMetrics starts the metrics server on the listener New bound, if any.
+// /healthz fails once ctx is done or a log write failed.
+func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
+	if p.metricsLn == nil {
+		return nil
 	}
-	return &SetupError{err}
+	msrv := metrics.Serve(p.metricsLn, &metrics.Config{
+		Read: p.read,
+		Health: func() error {
+			if ctx.Err() != nil {
+				return errors.New("stopping")
+			}
+			if err := p.out.Err(); err != nil {
+				return fmt.Errorf("log write failed: %v", err)
+			}
+			return nil
+		},
+		Info: buildinfo.Get(),
+	})
+	p.metricsLn = nil // msrv owns it
+	if p.cfg.MetricsListening != nil {
+		p.cfg.MetricsListening(msrv.Addr())
+	}
+	return msrv
 }
 
 // unwrapOp drops the *net.OpError wrapper's repeated operation and address.
@@ -362,22 +339,6 @@ type explained struct {
 
 func (e *explained) Error() string { return e.msg }
 func (e *explained) Unwrap() error { return e.err }
-
-// addDiag sums two clients' counters, field by field (TestAddDiag checks
-// that no field of diag.Stats is left out).
-func addDiag(a, b diag.Stats) diag.Stats {
-	a.Lookups += b.Lookups
-	a.Batches += b.Batches
-	a.Found += b.Found
-	a.NotEstablished += b.NotEstablished
-	a.NoSocket += b.NoSocket
-	a.ListenerReplies += b.ListenerReplies
-	a.Errors += b.Errors
-	a.V4MappedRetries += b.V4MappedRetries
-	a.Overruns += b.Overruns
-	a.Resent += b.Resent
-	return a
-}
 
 // sysVer is the running kernel's version as SIFTR's sysver.
 func sysVer() uint32 {

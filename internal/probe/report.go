@@ -15,19 +15,20 @@ import (
 
 // Report is the machine-readable form of a Summary (--stats-file).
 type Report struct {
-	Start           time.Time         `json:"start"`
-	End             time.Time         `json:"end"`
-	Seconds         float64           `json:"seconds"`
-	LogFile         string            `json:"logfile"`
-	Lines           uint64            `json:"lines"`
-	Counts          correlate.Counts  `json:"counts"`
-	Capture         capture.Stats     `json:"capture"`
-	Engine          correlate.Stats   `json:"engine"`
-	Diag            diag.Stats        `json:"diag"`
-	Writer          writerReport      `json:"writer"`
-	StalenessNS     map[string]int64  `json:"staleness_ns"`
-	LookupsPerBatch float64           `json:"lookups_per_batch"`
-	Process         map[string]uint64 `json:"process"`
+	Start           time.Time              `json:"start"`
+	End             time.Time              `json:"end"`
+	Seconds         float64                `json:"seconds"`
+	LogFile         string                 `json:"logfile"`
+	Lines           uint64                 `json:"lines"`
+	Counts          correlate.Counts       `json:"counts"`
+	Capture         capture.Stats          `json:"capture"`
+	Engine          correlate.Stats        `json:"engine"`
+	Resolve         correlate.ResolveStats `json:"resolve"`
+	Diag            diag.Stats             `json:"diag"`
+	Writer          writerReport           `json:"writer"`
+	StalenessNS     map[string]int64       `json:"staleness_ns"`
+	LookupsPerBatch float64                `json:"lookups_per_batch"`
+	Process         map[string]uint64      `json:"process"`
 }
 
 type writerReport struct {
@@ -39,7 +40,7 @@ type writerReport struct {
 func (s *Summary) Report() *Report {
 	r := &Report{
 		Start: s.Start, End: s.End, Seconds: s.End.Sub(s.Start).Seconds(), LogFile: s.LogFile,
-		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Diag: s.Diag,
+		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Resolve: s.Resolve, Diag: s.Diag,
 		Writer: writerReport{s.Writer.Records, s.Writer.Bytes, s.Writer.Rejected, s.Writer.Forced,
 			s.Writer.Late, s.Writer.WriteErrors, s.Writer.LostToWriteError},
 		StalenessNS: map[string]int64{},
@@ -49,8 +50,8 @@ func (s *Summary) Report() *Report {
 	for name, q := range map[string]float64{"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1} {
 		r.StalenessNS[name] = int64(st.Quantile(q))
 	}
-	if s.Engine.Batches > 0 {
-		r.LookupsPerBatch = float64(s.Engine.Lookups) / float64(s.Engine.Batches)
+	if s.Resolve.Batches > 0 {
+		r.LookupsPerBatch = float64(s.Resolve.Lookups) / float64(s.Resolve.Batches)
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {

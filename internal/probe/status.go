@@ -6,18 +6,14 @@ import (
 	"io"
 	"time"
 
-	"github.com/siftr-probe/siftr-probe/capture"
-	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
-	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/internal/metrics"
 )
 
 // status prints a one-line progress report every interval.
 type status struct {
 	w    io.Writer
-	capt *capture.Capture
-	eng  *correlate.Engine
-	out  *output.Writer
+	read func() metrics.Stats
 
 	last      time.Time
 	lastPkts  [2]uint64
@@ -25,16 +21,8 @@ type status struct {
 	lastStale hist.Snapshot
 }
 
-// statusInput is what a status line reports, read from the pipeline.
-type statusInput struct {
-	counts      correlate.Counts
-	writer      output.WriterStats
-	kernelDrops uint64
-	flows       int64
-}
-
-func newStatus(w io.Writer, c *capture.Capture, e *correlate.Engine, o *output.Writer) *status {
-	return &status{w: w, capt: c, eng: e, out: o, last: time.Now()}
+func newStatus(w io.Writer, read func() metrics.Stats) *status {
+	return &status{w: w, read: read, last: time.Now()}
 }
 
 func (s *status) run(ctx context.Context, every time.Duration) {
@@ -45,8 +33,7 @@ func (s *status) run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			in := statusInput{counts: s.eng.Counts(), writer: s.out.Stats(),
-				kernelDrops: s.capt.Stats().KernelDrops, flows: s.eng.Stats().ActiveFlows}
+			in := s.read()
 			fmt.Fprintln(s.w, s.line(now, &in))
 		}
 	}
@@ -54,10 +41,10 @@ func (s *status) run(ctx context.Context, every time.Duration) {
 
 // line formats the status at now: rates and staleness over the interval
 // since the previous line, totals since the start.
-func (s *status) line(now time.Time, in *statusInput) string {
+func (s *status) line(now time.Time, in *metrics.Stats) string {
 	dt := now.Sub(s.last).Seconds()
-	c := &in.counts
-	ws := &in.writer
+	c := &in.Counts
+	ws := &in.Writer
 	rate := func(cur, prev uint64) string { return si(float64(cur-prev) / dt) }
 	skipped := sum2(c.SkipMalloc) + sum2(c.SkipTCPCB) + sum2(c.SkipInPCB)
 	stale := ws.Staleness
@@ -70,7 +57,7 @@ func (s *status) line(now time.Time, in *statusInput) string {
 		now.Format("15:04:05"),
 		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
 		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
-		si(float64(skipped)), in.kernelDrops, ws.QueueDepth, ws.QueueCap, in.flows, staleness)
+		si(float64(skipped)), in.Capture.KernelDrops, ws.QueueDepth, ws.QueueCap, in.Engine.ActiveFlows, staleness)
 	if ws.WriteErrors > 0 {
 		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
 	}
@@ -107,11 +94,11 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "  capture: ring drops %d, ring freezes %d, malformed %d, truncated %d, not local %d\n",
 		s.Capture.KernelDrops, s.Capture.KernelFreezes, s.Capture.Malformed, s.Capture.Truncated, s.Capture.NotLocal)
 	mean := 0.0
-	if s.Engine.Batches > 0 {
-		mean = float64(s.Engine.Lookups) / float64(s.Engine.Batches)
+	if s.Resolve.Batches > 0 {
+		mean = float64(s.Resolve.Lookups) / float64(s.Resolve.Batches)
 	}
 	fmt.Fprintf(w, "  lookups %d in %d batches (%.1f per batch), errors %d; flows %d\n",
-		s.Engine.Lookups, s.Engine.Batches, mean, s.Engine.LookupErrors, s.Engine.FlowsCreated)
+		s.Resolve.Lookups, s.Resolve.Batches, mean, s.Resolve.LookupErrors, s.Engine.FlowsCreated)
 	st := s.Writer.Staleness
 	fmt.Fprintf(w, "  snapshot staleness: p50 %s  p99 %s  p99.9 %s  max-bucket %s\n",
 		Millis(st.Quantile(0.5)), Millis(st.Quantile(0.99)), Millis(st.Quantile(0.999)), Millis(st.Quantile(1)))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
+	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
 )
 
@@ -19,13 +20,13 @@ func TestStatusLineInterval(t *testing.T) {
 	for range 1000 {
 		h.Record(int64(40 * time.Millisecond))
 	}
-	in := statusInput{
-		counts: correlate.Counts{Packets: [2]uint64{100, 1000}},
-		writer: output.WriterStats{Records: 1000, QueueCap: 1024, Staleness: h.Snapshot()},
-		flows:  2,
+	in := metrics.Stats{
+		Counts: correlate.Counts{Packets: [2]uint64{100, 1000}},
+		Writer: output.WriterStats{Records: 1000, QueueCap: 1024, Staleness: h.Snapshot()},
+		Engine: correlate.Stats{ActiveFlows: 2},
 	}
 	first := s.line(t0.Add(time.Second), &in)
-	q := Millis(in.writer.Staleness.Quantile(0.5)) // 40 ms, give or take the bucket width
+	q := Millis(in.Writer.Staleness.Quantile(0.5)) // 40 ms, give or take the bucket width
 	if want := "18:07:02  in 100 pkt/s  out 1000 pkt/s  records 1000/s (1000)  skipped 0  ring drops 0  queue 0/1024  flows 2  staleness p50 " + q + " p99 " + q; first != want {
 		t.Errorf("first line:\n%s\nwant\n%s", first, want)
 	}
@@ -34,9 +35,9 @@ func TestStatusLineInterval(t *testing.T) {
 	for range 10 {
 		h.Record(int64(time.Millisecond))
 	}
-	in.counts.Packets = [2]uint64{110, 1010}
-	in.writer.Records = 1010
-	in.writer.Staleness = h.Snapshot()
+	in.Counts.Packets = [2]uint64{110, 1010}
+	in.Writer.Records = 1010
+	in.Writer.Staleness = h.Snapshot()
 	second := s.line(t0.Add(2*time.Second), &in)
 	if !strings.Contains(second, "records 10/s (1010)") || !strings.Contains(second, "in 10 pkt/s  out 10 pkt/s") {
 		t.Errorf("second line rates: %s", second)

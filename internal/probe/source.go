@@ -1,0 +1,157 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/siftr-probe/siftr-probe/capture"
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/internal/metrics"
+	"github.com/siftr-probe/siftr-probe/internal/netns"
+)
+
+// source is a state source as the pipeline runs it: correlate's contract,
+// plus its own counters for the summary, the status line and the metrics.
+type source interface {
+	correlate.Source
+	// read adds the source's counters to s.
+	read(s *metrics.Stats)
+}
+
+// packetSource is diag mode: AF_PACKET rings feed a correlate.Resolver,
+// which reads each sampled packet's socket with one inet_diag client per
+// ring, all in the configured network namespace.
+type packetSource struct {
+	capt  *capture.Capture
+	diags []*diag.Client
+	res   *correlate.Resolver // set by Run
+}
+
+// openPacketSource opens the rings and the inet_diag clients; nothing is
+// logged yet, but the rings start filling.
+func openPacketSource(cfg *Config) (*packetSource, error) {
+	s := &packetSource{}
+	err := netns.Do(cfg.NetNS, func() error {
+		var err error
+		s.capt, err = capture.Open(&capture.Config{
+			Iface:        cfg.Iface,
+			Port:         cfg.Port,
+			Workers:      cfg.Workers,
+			BlockSize:    cfg.BlockSize,
+			RingSize:     cfg.RingSize,
+			BlockTimeout: cfg.BlockTimeout,
+		})
+		return err
+	})
+	if err == nil {
+		s.diags, err = openDiags(cfg.NetNS, s.capt.Workers())
+	}
+	if err != nil {
+		s.Close()
+		return nil, explainOpen(cfg, err)
+	}
+	return s, nil
+}
+
+func (s *packetSource) Producers() int { return s.capt.Workers() }
+
+// Run captures until ctx is done, then finishes the lookups of every
+// packet the rings held at the stop.
+func (s *packetSource) Run(ctx context.Context, e *correlate.Engine) error {
+	readers := make([]correlate.StateReader, len(s.diags))
+	for i, d := range s.diags {
+		readers[i] = d
+	}
+	res, err := correlate.NewResolver(e, readers, uint32(s.capt.IfIndex()))
+	if err != nil {
+		return err
+	}
+	s.res = res
+	err = s.capt.Run(ctx, res)
+	res.Close()
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	return nil
+}
+
+func (s *packetSource) Close() error {
+	for _, d := range s.diags {
+		d.Close()
+	}
+	if s.capt != nil {
+		s.capt.Close()
+	}
+	return nil
+}
+
+func (s *packetSource) read(st *metrics.Stats) {
+	st.Capture = s.capt.Stats()
+	if s.res != nil {
+		st.Resolve = s.res.Stats()
+	}
+	st.Diag = diag.Stats{}
+	for _, d := range s.diags {
+		st.Diag = addDiag(st.Diag, d.Stats())
+	}
+}
+
+// openDiags opens n inet_diag clients in the network namespace at path (""
+// = the caller's). The namespace is given to diag.Open, not only entered
+// around it: the client also resolves the zones of link-local IPv6 queries
+// (interface names) in it.
+func openDiags(path string, n int) ([]*diag.Client, error) {
+	var ds []*diag.Client
+	for range n {
+		d, err := diag.Open(&diag.Config{NetNS: path})
+		if err != nil {
+			for _, d := range ds {
+				d.Close()
+			}
+			return nil, fmt.Errorf("open inet_diag socket: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
+}
+
+// explainOpen turns a capture/diag open error into a one-line SetupError.
+func explainOpen(cfg *Config, err error) error {
+	switch {
+	case errors.Is(err, capture.ErrNoInterface):
+		where := ""
+		if cfg.NetNS != "" {
+			where = " in network namespace " + cfg.NetNS
+		}
+		return setupErr("no such interface %q%s (list them with: ip link)", cfg.Iface, where)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM):
+		if cfg.NetNS != "" {
+			return setupErr("permission denied: capturing in another network namespace needs CAP_NET_RAW and CAP_SYS_ADMIN (run as root): %v", err)
+		}
+		return setupErr("permission denied: capturing on %s needs CAP_NET_RAW (run as root, or: setcap cap_net_raw+ep siftr-probe): %v", cfg.Iface, err)
+	case errors.Is(err, os.ErrNotExist) && cfg.NetNS != "":
+		return setupErr("no such network namespace %s", cfg.NetNS)
+	}
+	return &SetupError{err}
+}
+
+// addDiag sums two clients' counters, field by field (TestAddDiag checks
+// that no field of diag.Stats is left out).
+func addDiag(a, b diag.Stats) diag.Stats {
+	a.Lookups += b.Lookups
+	a.Batches += b.Batches
+	a.Found += b.Found
+	a.NotEstablished += b.NotEstablished
+	a.NoSocket += b.NoSocket
+	a.ListenerReplies += b.ListenerReplies
+	a.Errors += b.Errors
+	a.V4MappedRetries += b.V4MappedRetries
+	a.Overruns += b.Overruns
+	a.Resent += b.Resent
+	return a
+}
