@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Format turns the start of a log, its records and its end into bytes.
@@ -30,6 +31,9 @@ type Header struct {
 	SysVer uint32
 	// IPMode is SIFTR's ipmode: 4 for IPv4 only, 6 when IPv6 is handled too.
 	IPMode uint
+	// StateSource is how the records' state is read (JSON lines only: the
+	// SIFTR enable line has no field for it).
+	StateSource tcp.Source
 }
 
 // Footer is what the disable line says.

@@ -23,7 +23,9 @@ func (jsonlFormat) AppendHeader(dst []byte, h *Header) []byte {
 	dst = append(dst, `,"siftrver":"`+SIFTRVersion+`","sysname":"`+SysName+`"`...)
 	dst = appendJKey(dst, `,"sysver":`, uint64(h.SysVer))
 	dst = appendJKey(dst, `,"ipmode":`, uint64(h.IPMode))
-	return append(dst, "}\n"...)
+	dst = append(dst, `,"state_source":"`...)
+	dst = append(dst, h.StateSource.String()...)
+	return append(dst, "\"}\n"...)
 }
 
 func (jsonlFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
@@ -82,6 +84,9 @@ func (jsonlFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	dst = appendInt(dst, s.Time)
 	dst = append(dst, `,"staleness_ns":`...)
 	dst = appendInt(dst, r.Staleness())
+	dst = append(dst, `,"state_source":"`...)
+	dst = append(dst, s.Source.String()...)
+	dst = append(dst, '"')
 	dst = appendJKey(dst, `,"cookie":`, s.Cookie)
 	dst = append(dst, `,"cong":"`...)
 	dst = appendJSONBytes(dst, s.Cong[:])

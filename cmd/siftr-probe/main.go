@@ -109,6 +109,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.ppl, "ppl", 1, "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
 	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to file `PATH`, created 0644 and never opened through a symlink; - writes it to stdout")
 	fs.StringVar(&c.Format, "format", "siftr", "log `FORMAT`: siftr for SIFTR 1.3.0 text, jsonl for JSON lines with more fields")
+	fs.StringVar(&c.State, "state", "diag", "where each record's socket state comes from, `SOURCE`: exact reads it in the kernel at the packet (eBPF; root, Linux 5.12+ with BTF), diag reads it with inet_diag just after (CAP_NET_RAW only), auto uses exact where it can and says which")
+	fs.StringVar(&c.Attach, "attach", "", "how --state exact attaches its programs, `MODE`: tcx (Linux 6.6+) or tc (a clsact qdisc); default tcx where the kernel has it")
 	fs.IntVar(&c.Workers, "workers", 0, "`N` capture rings, one per CPU, in a fanout group; 0 = all online CPUs")
 	fs.DurationVar(&c.BlockTimeout, "block-timeout", time.Millisecond, "ring block timeout `D` (whole milliseconds): the longest a packet waits in its ring; lower = fresher snapshots, more CPU")
 	fs.Var(sizeFlag{&c.BlockSize}, "block-size", "ring block size `SIZE` in bytes, k/M suffixes allowed (default 128k)")
@@ -177,9 +179,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 }
 
 // flagOrder is the order of the flags in --help: most used first.
-var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "duration", "netns",
+var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "state", "duration", "netns",
 	"metrics-addr", "status-interval", "quiet", "stats-file",
-	"workers", "block-timeout", "block-size", "ring-size", "cpuprofile", "version"}
+	"workers", "block-timeout", "block-size", "ring-size", "attach", "cpuprofile", "version"}
 
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, usageHead)
@@ -277,6 +279,16 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	}
 	if o.cfg.Format != "siftr" && o.cfg.Format != "jsonl" {
 		return nil, fs, fmt.Errorf("bad --format %q: must be siftr or jsonl", o.cfg.Format)
+	}
+	switch o.cfg.State {
+	case probe.StateDiag, probe.StateExact, probe.StateAuto:
+	default:
+		return nil, fs, fmt.Errorf("bad --state %q: must be diag, exact or auto", o.cfg.State)
+	}
+	switch o.cfg.Attach {
+	case "", "tcx", "tc":
+	default:
+		return nil, fs, fmt.Errorf("bad --attach %q: must be tcx or tc", o.cfg.Attach)
 	}
 	o.cfg.Port = uint16(o.port)
 	o.cfg.PPL = uint32(o.ppl)

@@ -6,6 +6,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/exact"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -13,12 +14,14 @@ import (
 
 // Stats is one reading of every pipeline counter the Collector reports.
 type Stats struct {
+	State   string                 // the state source: "diag" or "exact"
 	Counts  correlate.Counts       // correlate.Engine.Counts
 	Engine  correlate.Stats        // correlate.Engine.Stats
 	Writer  output.WriterStats     // output.Writer.Stats
 	Capture capture.Stats          // diag mode: capture.Capture.Stats
 	Resolve correlate.ResolveStats // diag mode: correlate.Resolver.Stats
 	Diag    diag.Stats             // diag mode: diag.Client.Stats, summed over clients
+	Exact   exact.Stats            // exact mode: exact.Source.Stats
 }
 
 // StalenessBuckets are the upper bounds, in seconds, of the

@@ -36,9 +36,17 @@ type Config struct {
 	RingSize     int           // bytes per ring; 0 = capture's default
 	Duration     time.Duration // stop after this long; 0 = until ctx is done
 	NetNS        string        // network namespace path to capture and look up in; "" = current
-	StatusEvery  time.Duration // status line interval on Stderr; 0 = none
-	Stdout       io.Writer     // for LogFile "-"; nil = os.Stdout
-	Stderr       io.Writer     // status lines; nil = os.Stderr
+	// State is the state source: "diag" (AF_PACKET and inet_diag, the
+	// default), "exact" (eBPF programs read the socket at the packet) or
+	// "auto" (exact where the kernel and the privileges allow it, else
+	// diag, saying which and why on Stderr).
+	State string
+	// Attach is how exact mode attaches its programs: "" (tcx where the
+	// kernel has it, else clsact), "tcx" or "tc".
+	Attach      string
+	StatusEvery time.Duration // status line interval on Stderr; 0 = none
+	Stdout      io.Writer     // for LogFile "-"; nil = os.Stdout
+	Stderr      io.Writer     // status lines; nil = os.Stderr
 	// Reopen, if set: each value received reopens the log file (SIGHUP, for logrotate).
 	Reopen <-chan os.Signal
 	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
@@ -135,7 +143,7 @@ func New(cfg Config) (*Pipeline, error) {
 			return nil, setupErr("cannot serve metrics on %s: %w", cfg.MetricsAddr, unwrapOp(err))
 		}
 	}
-	src, err := openPacketSource(&p.cfg)
+	src, err := openSource(&p.cfg)
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -182,7 +190,7 @@ func (p *Pipeline) Close() error {
 // read is one reading of every counter of the pipeline: the summary, the
 // status line and the metrics are all built from it.
 func (p *Pipeline) read() metrics.Stats {
-	s := metrics.Stats{Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
+	s := metrics.Stats{State: p.src.state().String(), Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
 	p.src.read(&s)
 	return s
 }
@@ -197,7 +205,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	p.ran = true
 	cfg := &p.cfg
 	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
-	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6}); err != nil {
+	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
 		p.out.Close(nil)
 		return nil, explainLog(cfg.LogFile, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/exact"
 )
 
 // Report is the machine-readable form of a Summary (--stats-file).
@@ -19,12 +20,14 @@ type Report struct {
 	End             time.Time              `json:"end"`
 	Seconds         float64                `json:"seconds"`
 	LogFile         string                 `json:"logfile"`
+	State           string                 `json:"state"`
 	Lines           uint64                 `json:"lines"`
 	Counts          correlate.Counts       `json:"counts"`
 	Capture         capture.Stats          `json:"capture"`
 	Engine          correlate.Stats        `json:"engine"`
 	Resolve         correlate.ResolveStats `json:"resolve"`
 	Diag            diag.Stats             `json:"diag"`
+	Exact           exact.Stats            `json:"exact"`
 	Writer          writerReport           `json:"writer"`
 	StalenessNS     map[string]int64       `json:"staleness_ns"`
 	LookupsPerBatch float64                `json:"lookups_per_batch"`
@@ -40,7 +43,7 @@ type writerReport struct {
 func (s *Summary) Report() *Report {
 	r := &Report{
 		Start: s.Start, End: s.End, Seconds: s.End.Sub(s.Start).Seconds(), LogFile: s.LogFile,
-		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Resolve: s.Resolve, Diag: s.Diag,
+		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Resolve: s.Resolve, Diag: s.Diag, Exact: s.Exact, State: s.State,
 		Writer: writerReport{s.Writer.Records, s.Writer.Bytes, s.Writer.Rejected, s.Writer.Forced,
 			s.Writer.Late, s.Writer.WriteErrors, s.Writer.LostToWriteError},
 		StalenessNS: map[string]int64{},

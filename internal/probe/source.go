@@ -11,17 +11,84 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/exact"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // source is a state source as the pipeline runs it: correlate's contract,
 // plus its own counters for the summary, the status line and the metrics.
 type source interface {
 	correlate.Source
+	// state names the source.
+	state() tcp.Source
 	// read adds the source's counters to s.
 	read(s *metrics.Stats)
 }
+
+// State source names (Config.State).
+const (
+	StateDiag  = "diag"
+	StateExact = "exact"
+	StateAuto  = "auto"
+)
+
+// openSource opens the state source cfg.State names; for "auto", exact
+// mode where it can run, else diag mode, and it says which and why on
+// cfg.Stderr.
+func openSource(cfg *Config) (source, error) {
+	switch cfg.State {
+	case "", StateDiag:
+		return openPacketSource(cfg)
+	case StateExact:
+		return openExactSource(cfg)
+	case StateAuto:
+		src, err := openExactSource(cfg)
+		var ue *exact.UnavailableError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(cfg.Stderr, "siftr-probe: state source: diag (AF_PACKET and inet_diag): exact mode %v\n", ue)
+			return openPacketSource(cfg)
+		}
+		if err == nil {
+			fmt.Fprintf(cfg.Stderr, "siftr-probe: state source: exact (eBPF at %s's tc ingress and egress, %s)\n", cfg.Iface, src.src.Stats().Attach)
+		}
+		return src, err
+	}
+	return nil, setupErr("unknown state source %q (want diag, exact or auto)", cfg.State)
+}
+
+// exactSource is exact mode: eBPF programs read each segment's socket in
+// the kernel at the segment.
+type exactSource struct{ src *exact.Source }
+
+func openExactSource(cfg *Config) (*exactSource, error) {
+	src, err := exact.Open(&exact.Config{
+		Iface:     cfg.Iface,
+		Port:      cfg.Port,
+		PPL:       cfg.PPL,
+		NetNS:     cfg.NetNS,
+		RingBytes: cfg.RingSize,
+		Attach:    cfg.Attach,
+	})
+	switch ue := (*exact.UnavailableError)(nil); {
+	case err == nil:
+		return &exactSource{src}, nil
+	case errors.As(err, &ue):
+		return nil, &SetupError{fmt.Errorf("exact mode %w", ue)}
+	case errors.Is(err, exact.ErrNoInterface):
+		return nil, explainOpen(cfg, capture.ErrNoInterface)
+	case errors.Is(err, os.ErrNotExist) && cfg.NetNS != "":
+		return nil, setupErr("no such network namespace %s", cfg.NetNS)
+	}
+	return nil, &SetupError{err}
+}
+
+func (s *exactSource) Producers() int                                     { return s.src.Producers() }
+func (s *exactSource) Run(ctx context.Context, e *correlate.Engine) error { return s.src.Run(ctx, e) }
+func (s *exactSource) Close() error                                       { return s.src.Close() }
+func (s *exactSource) state() tcp.Source                                  { return tcp.SourceExact }
+func (s *exactSource) read(st *metrics.Stats)                             { st.Exact = s.src.Stats() }
 
 // packetSource is diag mode: AF_PACKET rings feed a correlate.Resolver,
 // which reads each sampled packet's socket with one inet_diag client per
@@ -58,7 +125,8 @@ func openPacketSource(cfg *Config) (*packetSource, error) {
 	return s, nil
 }
 
-func (s *packetSource) Producers() int { return s.capt.Workers() }
+func (s *packetSource) Producers() int    { return s.capt.Workers() }
+func (s *packetSource) state() tcp.Source { return tcp.SourceDiag }
 
 // Run captures until ctx is done, then finishes the lookups of every
 // packet the rings held at the stop.

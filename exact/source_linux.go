@@ -1,0 +1,386 @@
+//go:build linux
+
+package exact
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/tcp"
+)
+
+// ErrNoInterface is wrapped by the error Open returns when Config.Iface
+// names no interface in the namespace.
+var ErrNoInterface = errors.New("no such network interface")
+
+const (
+	// batchLen is the most records handed to the engine at once.
+	batchLen = 256
+	// idleEvery is how often an idle reader moves its watermark on and
+	// reads the kernel's counters.
+	idleEvery = 10 * time.Millisecond
+	// tallyEvery is how often the kernel's counters are read while busy.
+	tallyEvery = 100 * time.Millisecond
+	// watermarkLag is how far behind now an idle watermark stays: a record
+	// reserved in the ring before now may still be being written.
+	watermarkLag = time.Millisecond
+)
+
+// Source is the exact state source: eBPF programs at the interface's tc
+// ingress and egress that read each segment's socket in the kernel at the
+// segment, sample it as SIFTR does, and hand the sampled ones with their
+// state to user space through a ring buffer. It meets correlate.Source
+// with one producer. Open attaches the programs (counting starts then);
+// Run reads the ring buffer; Close detaches them.
+type Source struct {
+	cfg   Config
+	hz    uint32
+	l2len uint8 // link-layer header bytes before IP; 0xff unknown
+	objs  probeObjects
+	hooks *hooks
+	rd    *ringbuf.Reader
+
+	closeOnce sync.Once
+	detached  atomic.Bool
+	// reported are the kernel's counts already handed to the engine.
+	reported correlate.Counts
+	records  [2]atomic.Uint64 // read from the ring buffer, per direction
+	lost     atomic.Uint64
+	last     atomic.Pointer[[2][numReasons]uint64] // the kernel's counters, last read
+}
+
+// Open checks the privileges and the kernel, loads the programs and
+// attaches them to cfg.Iface in cfg.NetNS. An *UnavailableError says that
+// exact mode cannot run here (a missing privilege, a kernel without BTF or
+// tc hooks, programs the kernel's verifier refuses); an error wrapping
+// ErrNoInterface that the interface does not exist.
+func Open(cfg *Config) (*Source, error) {
+	c := *cfg
+	if c.Iface == "" {
+		return nil, errors.New("exact: config: no interface")
+	}
+	if c.PPL == 0 {
+		c.PPL = 1
+	}
+	if c.RingBytes == 0 {
+		c.RingBytes = DefaultRingBytes
+	}
+	if c.RingBytes < MinRingBytes || c.RingBytes&(c.RingBytes-1) != 0 || c.RingBytes > 1<<30 {
+		return nil, fmt.Errorf("exact: config: ring buffer size %d is not a power of two from %d to 1G", c.RingBytes, MinRingBytes)
+	}
+	switch c.Attach {
+	case AttachAuto, AttachTCX, AttachTC:
+	default:
+		return nil, fmt.Errorf("exact: config: unknown attach mode %q", c.Attach)
+	}
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	hz, err := kernelHZ()
+	if err != nil {
+		return nil, &UnavailableError{Reason: "cannot convert the kernel's RTO to microseconds", Err: err}
+	}
+	s := &Source{cfg: c, hz: hz}
+
+	spec, err := loadProbe()
+	if err != nil {
+		return nil, fmt.Errorf("exact: %w", err)
+	}
+	spec.Maps[probeMapEvents].MaxEntries = uint32(c.RingBytes)
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		return nil, loadError(err)
+	}
+	err = netns.Do(c.NetNS, func() error {
+		lk, err := netlink.LinkByName(c.Iface)
+		if err != nil {
+			return fmt.Errorf("%w: %s", ErrNoInterface, c.Iface)
+		}
+		s.l2len = linkHeaderLen(lk.Attrs().EncapType)
+		if err := s.configure(true); err != nil {
+			return err
+		}
+		s.hooks, err = attach(c.Attach, lk.Attrs().Index, s.objs.SiftrIngress, s.objs.SiftrEgress)
+		return err
+	})
+	if err != nil {
+		s.objs.Close()
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, &UnavailableError{Reason: "the kernel cannot attach tc programs (tcx or clsact with cls_bpf)", Err: err}
+		}
+		return nil, fmt.Errorf("exact: %w", err)
+	}
+	if s.rd, err = ringbuf.NewReader(s.objs.Events); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("exact: ring buffer: %w", err)
+	}
+	return s, nil
+}
+
+// loadError explains a failed load: the verifier's last words, or the
+// missing kernel feature.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		last := ""
+		for i := len(ve.Log) - 1; i >= 0; i-- {
+			if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") {
+				last = l
+				break
+			}
+		}
+		return &UnavailableError{Reason: "the kernel's verifier refused the programs (kernel too old? exact mode needs Linux 5.12 or later with BTF)", Err: errors.New(last)}
+	}
+	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrPermission) {
+		return &UnavailableError{Reason: "the kernel cannot load the programs", Err: err}
+	}
+	return fmt.Errorf("exact: load programs: %w", err)
+}
+
+// linkHeaderLen is how many bytes of link-layer header precede the IP
+// header at the tc hooks of a device of this type (an ARPHRD name, as
+// netlink reports it): Ethernet and loopback devices have a 14-byte
+// header, tunnels none; 0xff for others, whose IP length is then not
+// checked against the packet's.
+func linkHeaderLen(encap string) uint8 {
+	switch encap {
+	case "ether", "loopback":
+		return 14
+	case "none", "ipip", "sit", "ip6tnl", "ipgre", "ip6gre", "tunnel", "tunnel6":
+		return 0
+	}
+	return 0xff
+}
+
+// configure writes the programs' settings; enabled false stops them from
+// counting and writing anything.
+func (s *Source) configure(enabled bool) error {
+	cfg := probeConfig{Ppl: s.cfg.PPL, Port: s.cfg.Port, L2len: s.l2len}
+	if enabled {
+		cfg.Enabled = 1
+	}
+	if err := s.objs.Settings.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("exact: write settings: %w", err)
+	}
+	return nil
+}
+
+// Producers implements correlate.Source: one ring buffer, one producer.
+func (s *Source) Producers() int { return 1 }
+
+// Run reads records from the ring buffer and hands them to e until ctx is
+// done; then it stops the programs, reads what they wrote before they
+// stopped, and hands e the kernel's final counts.
+func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
+	if s.rd == nil {
+		return errors.New("exact: source closed")
+	}
+	offset := monoOffset()
+	var (
+		rec       ringbuf.Record
+		recs      = make([]correlate.Record, 0, batchLen)
+		snaps     []tcp.Snapshot
+		mark      int64
+		lastTally = time.Now()
+		lastClock = lastTally
+	)
+	flush := func() {
+		e.Submit(0, recs, mark)
+		clear(recs) // drop snapshot pointers
+		recs, snaps = recs[:0], nil
+	}
+	handle := func() {
+		if len(rec.RawSample) < int(unsafe.Sizeof(probeEvent{})) {
+			s.lost.Add(1) // cannot happen: the kernel writes whole events
+			return
+		}
+		ev := (*probeEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		if snaps == nil {
+			// Records point to their snapshots until the writer is done
+			// with them: every batch gets fresh ones.
+			snaps = make([]tcp.Snapshot, batchLen)
+		}
+		var p tcp.Packet
+		snap := &snaps[len(recs)]
+		decode(ev, offset, s.hz, &p, snap)
+		mark = max(mark, p.Time)
+		recs = e.Stated(0, &p, snap, recs)
+		s.records[p.Dir].Add(1)
+	}
+	stopping := false
+	for {
+		if len(recs) == batchLen || (len(recs) > 0 && s.rd.AvailableBytes() == 0) {
+			flush()
+		}
+		if now := time.Now(); now.Sub(lastTally) >= tallyEvery {
+			s.tally(e)
+			lastTally = now
+			if now.Sub(lastClock) >= time.Second {
+				offset, lastClock = monoOffset(), now
+			}
+		}
+		if !stopping && ctx.Err() != nil {
+			// Stop the programs, then read everything they wrote.
+			stopping = true
+			s.stop()
+		}
+		if stopping {
+			s.rd.SetDeadline(time.Now().Add(-time.Second))
+		} else {
+			s.rd.SetDeadline(time.Now().Add(idleEvery))
+		}
+		err := s.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			handle()
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if len(recs) > 0 {
+				flush()
+			}
+			if stopping {
+				s.tally(e)
+				s.finish(e)
+				return nil
+			}
+			e.Advance(0, time.Now().Add(-watermarkLag).UnixNano())
+		default:
+			if len(recs) > 0 {
+				flush()
+			}
+			s.stop()
+			s.tally(e)
+			s.finish(e)
+			return fmt.Errorf("exact: read ring buffer: %w", err)
+		}
+	}
+}
+
+// stop disables the programs and detaches them; once it returns, no
+// program runs any more (detaching waits for running ones to finish).
+func (s *Source) stop() {
+	s.configure(false)
+	s.detach()
+}
+
+func (s *Source) detach() error {
+	if s.detached.Swap(true) || s.hooks == nil {
+		return nil
+	}
+	return netns.Do(s.cfg.NetNS, s.hooks.detach)
+}
+
+// finish counts records the kernel wrote but Run never read as malloc
+// skips, so that the identity holds even then.
+func (s *Source) finish(e *correlate.Engine) {
+	k := s.last.Load()
+	if k == nil {
+		return
+	}
+	var lost correlate.Counts
+	for d := range 2 {
+		if written, read := k[d][reasonRecords], s.records[d].Load(); written > read {
+			lost.SkipMalloc[d] = written - read
+			s.lost.Add(written - read)
+		}
+	}
+	e.Tally(0, &lost)
+}
+
+// tally reads the kernel's counters and hands the engine what changed.
+func (s *Source) tally(e *correlate.Engine) {
+	k, err := s.readCounters()
+	if err != nil {
+		return
+	}
+	s.last.Store(&k)
+	var now correlate.Counts
+	for d := range 2 {
+		now.Packets[d] = k[d][reasonPackets]
+		now.SampledOut[d] = k[d][reasonSampledOut]
+		now.SkipMalloc[d] = k[d][reasonMalloc]
+		now.SkipTCPCB[d] = k[d][reasonTCPCB]
+		now.SkipInPCB[d] = k[d][reasonInPCB]
+	}
+	delta := now
+	r := &s.reported
+	for d := range 2 {
+		delta.Packets[d] -= r.Packets[d]
+		delta.SampledOut[d] -= r.SampledOut[d]
+		delta.SkipMalloc[d] -= r.SkipMalloc[d]
+		delta.SkipTCPCB[d] -= r.SkipTCPCB[d]
+		delta.SkipInPCB[d] -= r.SkipInPCB[d]
+	}
+	s.reported = now
+	e.Tally(0, &delta)
+}
+
+// readCounters sums the programs' per-CPU counters.
+func (s *Source) readCounters() ([2][numReasons]uint64, error) {
+	var sum [2][numReasons]uint64
+	var per []probeTally
+	if err := s.objs.Counters.Lookup(uint32(0), &per); err != nil {
+		return sum, err
+	}
+	for _, t := range per {
+		for d := range 2 {
+			for r := range numReasons {
+				sum[d][r] += t.N[d][r]
+			}
+		}
+	}
+	return sum, nil
+}
+
+// Stats returns the source's counters. It is safe for concurrent use.
+func (s *Source) Stats() Stats {
+	st := Stats{Records: s.records[0].Load() + s.records[1].Load(), Lost: s.lost.Load()}
+	if s.hooks != nil {
+		st.Attach = s.hooks.mode
+	}
+	if k := s.last.Load(); k != nil {
+		for d := range 2 {
+			st.RingFull[d] = k[d][reasonMalloc]
+			st.NotLocal[d] = k[d][reasonNotLocal]
+			st.Malformed[d] = k[d][reasonMalformed]
+		}
+	}
+	for _, p := range []*ebpf.Program{s.objs.SiftrIngress, s.objs.SiftrEgress} {
+		if p == nil {
+			continue
+		}
+		if ps, err := p.Stats(); err == nil {
+			st.RunNanos += uint64(ps.Runtime)
+			st.RunCount += ps.RunCount
+		}
+	}
+	return st
+}
+
+// Close detaches the programs and releases them, the maps and the ring
+// buffer. It is idempotent.
+func (s *Source) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		err = s.detach()
+		if s.rd != nil {
+			s.rd.Close()
+		}
+		s.objs.Close()
+	})
+	return err
+}
