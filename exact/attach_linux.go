@@ -63,7 +63,8 @@ func attachTCX(ifindex int, ingress, egress *ebpf.Program) (*hooks, error) {
 // attachTC adds a clsact qdisc if the interface has none, and a
 // direct-action cls_bpf filter on each of its hooks, at a priority no
 // other filter there has, named filterPrefix+pid. It first removes the
-// filters of probes that are no longer running.
+// filters of probes that are no longer running. A qdisc that only probes
+// use is removed by the last one to detach.
 func attachTC(ifindex int, ingress, egress *ebpf.Program) (*hooks, error) {
 	lk, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
@@ -78,6 +79,8 @@ func attachTC(ifindex int, ingress, egress *ebpf.Program) (*hooks, error) {
 	case err == nil:
 		h.addedQdisc = true
 	case errors.Is(err, unix.EEXIST):
+		// Another probe's: it is shared, and the last probe out removes it.
+		h.addedQdisc = onlyOurs(lk)
 	default:
 		return nil, fmt.Errorf("attach tc: add clsact qdisc: %w", err)
 	}
@@ -130,6 +133,26 @@ func freePriority(lk netlink.Link, parent uint32) (uint16, error) {
 		}
 	}
 	return 0, errors.New("no free filter priority")
+}
+
+// onlyOurs reports whether the interface's clsact hooks hold filters and
+// all of them are probes'.
+func onlyOurs(lk netlink.Link) bool {
+	n := 0
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := netlink.FilterList(lk, parent)
+		if err != nil {
+			return false
+		}
+		for _, f := range fs {
+			bf, ok := f.(*netlink.BpfFilter)
+			if !ok || !strings.HasPrefix(bf.Name, filterPrefix) {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }
 
 // removeStale removes the cls_bpf filters of probes whose process is gone

@@ -129,19 +129,24 @@ func scanHZ(r io.Reader) (uint32, error) {
 	return 0, errors.New("no CONFIG_HZ")
 }
 
-// measureHZ counts jiffies (the "timestamp" line of /proc/schedstat) over
-// about 200 ms.
+// measureHZ counts jiffies over about 200 ms, as /proc/schedstat (its
+// "timestamp" line) or /proc/timer_list (its "jiffies:" lines) show them.
 func measureHZ() (uint32, error) {
-	j0, t0, err := schedstatJiffies()
-	if err != nil {
-		return 0, fmt.Errorf("cannot tell the kernel's HZ: no kernel config and %w", err)
+	var errs []error
+	for _, src := range []struct{ path, prefix string }{{"/proc/schedstat", "timestamp "}, {"/proc/timer_list", "jiffies: "}} {
+		j0, t0, err := readJiffies(src.path, src.prefix)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		time.Sleep(200 * time.Millisecond)
+		j1, t1, err := readJiffies(src.path, src.prefix)
+		if err != nil {
+			return 0, err
+		}
+		return nearestHZ(float64(j1-j0) / t1.Sub(t0).Seconds()), nil
 	}
-	time.Sleep(200 * time.Millisecond)
-	j1, t1, err := schedstatJiffies()
-	if err != nil {
-		return 0, err
-	}
-	return nearestHZ(float64(j1-j0) / t1.Sub(t0).Seconds()), nil
+	return 0, fmt.Errorf("cannot tell the kernel's HZ: no kernel config, and %w", errors.Join(errs...))
 }
 
 // nearestHZ rounds a measured tick rate to the nearest CONFIG_HZ choice.
@@ -162,19 +167,21 @@ func abs(f float64) float64 {
 	return f
 }
 
-func schedstatJiffies() (uint64, time.Time, error) {
-	b, err := os.ReadFile("/proc/schedstat")
+// readJiffies reads the jiffies counter from the first line of path that
+// starts with prefix, and the time it read it.
+func readJiffies(path, prefix string) (uint64, time.Time, error) {
+	b, err := os.ReadFile(path)
 	now := time.Now()
 	if err != nil {
 		return 0, now, err
 	}
 	for _, ln := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(ln, "timestamp "); ok {
+		if v, ok := strings.CutPrefix(ln, prefix); ok {
 			j, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			return j, now, err
 		}
 	}
-	return 0, now, errors.New("no timestamp line in /proc/schedstat")
+	return 0, now, fmt.Errorf("no %q line in %s", prefix, path)
 }
 
 // monoOffset is Unix time minus CLOCK_MONOTONIC (bpf_ktime_get_ns), now.

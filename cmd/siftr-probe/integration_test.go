@@ -493,19 +493,31 @@ func TestIntegrationNoPrivilege(t *testing.T) {
 	if err := os.WriteFile(exe, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "--iface", "lo", "--logfile", filepath.Join(dir, "x.log"))
-	cmd.Env = append(os.Environ(), "SIFTR_PROBE_TEST_AS_MAIN=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != exitUsage {
-		t.Fatalf("as nobody: err %v, output %q; want exit status 2", err, out)
-	}
-	if !strings.Contains(string(out), "CAP_NET_RAW") {
-		t.Errorf("as nobody: %q, want it to say CAP_NET_RAW is needed", out)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "x.log")); err == nil {
-		t.Error("a log file was created although nothing could be captured")
+	for _, tc := range []struct {
+		state string
+		want  []string
+	}{
+		{"diag", []string{"CAP_NET_RAW"}},
+		{"exact", []string{"exact mode needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"}},
+		// auto says why it falls back to diag, which then needs CAP_NET_RAW.
+		{"auto", []string{"state source: diag", "needs CAP_BPF", "CAP_NET_RAW"}},
+	} {
+		cmd := exec.Command(exe, "--state", tc.state, "--iface", "lo", "--logfile", filepath.Join(dir, "x.log"))
+		cmd.Env = append(os.Environ(), "SIFTR_PROBE_TEST_AS_MAIN=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != exitUsage {
+			t.Fatalf("--state %s as nobody: err %v, output %q; want exit status 2", tc.state, err, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("--state %s as nobody: %q, want it to say %q", tc.state, out, w)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x.log")); err == nil {
+			t.Errorf("--state %s: a log file was created although nothing could be captured", tc.state)
+		}
 	}
 }
 
