@@ -63,6 +63,12 @@ type Stats struct {
 	// Lost counts records the kernel wrote that never reached user space
 	// (it should stay 0); they are malloc skips.
 	Lost uint64
+	// Confirmed counts inbound records given the state TCP met at the
+	// segment (tcp_probe), Unconfirmed those logged with the state tc read
+	// because no confirmation came (segments TCP processed outside
+	// tcp_rcv_established, or dropped); StrayConfirms confirmations that
+	// matched no record, ConfirmsLost those the ring buffer had no room for.
+	Confirmed, Unconfirmed, StrayConfirms, ConfirmsLost uint64
 	// RunNanos and RunCount are the programs' run time and runs in the
 	// kernel, from its BPF statistics (kernel.bpf_stats_enabled=1; else 0).
 	RunNanos, RunCount uint64
@@ -95,6 +101,7 @@ const (
 	reasonRecords
 	reasonNotLocal
 	reasonMalformed
+	reasonConfirms
 	numReasons
 )
 
@@ -121,6 +128,7 @@ func decode(ev *probeEvent, offset int64, hz uint32, p *tcp.Packet, s *tcp.Snaps
 		Window:     ev.Window,
 		Flags:      ev.Flags,
 		Dir:        tcp.Direction(ev.Dir & 1),
+		Skb:        ev.Skb,
 	}
 	*s = tcp.Snapshot{
 		Time:   t,

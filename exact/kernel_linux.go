@@ -183,12 +183,3 @@ func readJiffies(path, prefix string) (uint64, time.Time, error) {
 	}
 	return 0, now, fmt.Errorf("no %q line in %s", prefix, path)
 }
-
-// monoOffset is Unix time minus CLOCK_MONOTONIC (bpf_ktime_get_ns), now.
-func monoOffset() int64 {
-	var ts unix.Timespec
-	before := time.Now().UnixNano()
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	after := time.Now().UnixNano()
-	return (before+after)/2 - ts.Nano()
-}

@@ -24,6 +24,7 @@ type probeConfig struct {
 type probeEvent struct {
 	_             structs.HostLayout
 	TimeNs        uint64
+	Skb           uint64
 	Id            uint64
 	Cookie        uint64
 	BytesAcked    uint64
@@ -49,6 +50,10 @@ type probeEvent struct {
 	Retransmits   uint8
 	Probes        uint8
 	Backoff       uint8
+	Kind          uint8
+	Confirm       uint8
+	Owned         uint8
+	Pad1          uint8
 	Advmss        uint16
 	Seq           uint32
 	Ack           uint32
@@ -84,17 +89,19 @@ type probeEvent struct {
 	ReordSeen     uint32
 	RcvOoopack    uint32
 	Cong          [16]int8
+	_             [4]byte
 }
 
 type probeSockState struct {
-	_     structs.HostLayout
-	Count uint64
-	Id    uint64
+	_       structs.HostLayout
+	Count   uint64
+	Id      uint64
+	Pending uint64
 }
 
 type probeTally struct {
 	_ structs.HostLayout
-	N [2][8]uint64
+	N [2][9]uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -107,6 +114,7 @@ const (
 	probeMapSocks         = "socks"
 	probeProgSiftrEgress  = "siftr_egress"
 	probeProgSiftrIngress = "siftr_ingress"
+	probeProgSiftrTcp     = "siftr_tcp"
 	probeVarNextId        = "next_id"
 	probeVarUnusedEvent   = "unused_event"
 )
@@ -155,6 +163,7 @@ type probeSpecs struct {
 type probeProgramSpecs struct {
 	SiftrEgress  *ebpf.ProgramSpec `ebpf:"siftr_egress"`
 	SiftrIngress *ebpf.ProgramSpec `ebpf:"siftr_ingress"`
+	SiftrTcp     *ebpf.ProgramSpec `ebpf:"siftr_tcp"`
 }
 
 // probeMapSpecs contains maps before they are loaded into the kernel.
@@ -224,12 +233,14 @@ type probeVariables struct {
 type probePrograms struct {
 	SiftrEgress  *ebpf.Program `ebpf:"siftr_egress"`
 	SiftrIngress *ebpf.Program `ebpf:"siftr_ingress"`
+	SiftrTcp     *ebpf.Program `ebpf:"siftr_tcp"`
 }
 
 func (p *probePrograms) Close() error {
 	return _ProbeClose(
 		p.SiftrEgress,
 		p.SiftrIngress,
+		p.SiftrTcp,
 	)
 }
 

@@ -14,12 +14,13 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/monoclock"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
-	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // ErrNoInterface is wrapped by the error Open returns when Config.Iface
@@ -51,13 +52,16 @@ type Source struct {
 	l2len uint8 // link-layer header bytes before IP; 0xff unknown
 	objs  probeObjects
 	hooks *hooks
-	rd    *ringbuf.Reader
+	// confirm is the tcp_probe program's link: records of established
+	// sockets get the state TCP met (see reader).
+	confirm link.Link
+	rd      *ringbuf.Reader
 
 	closeOnce sync.Once
 	detached  atomic.Bool
 	// reported are the kernel's counts already handed to the engine.
 	reported correlate.Counts
-	records  [2]atomic.Uint64 // read from the ring buffer, per direction
+	rstats   atomic.Pointer[readerStats]
 	lost     atomic.Uint64
 	last     atomic.Pointer[[2][numReasons]uint64] // the kernel's counters, last read
 }
@@ -125,6 +129,10 @@ func Open(cfg *Config) (*Source, error) {
 		}
 		return nil, fmt.Errorf("exact: %w", err)
 	}
+	if s.confirm, err = link.AttachTracing(link.TracingOptions{Program: s.objs.SiftrTcp}); err != nil {
+		s.Close()
+		return nil, &UnavailableError{Reason: "the kernel cannot attach a program to the tcp_probe tracepoint (tp_btf, Linux 5.5+)", Err: err}
+	}
 	if s.rd, err = ringbuf.NewReader(s.objs.Events); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("exact: ring buffer: %w", err)
@@ -190,48 +198,26 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 	if s.rd == nil {
 		return errors.New("exact: source closed")
 	}
-	offset := monoOffset()
+	r := newReader(e, s.hz, monoclock.Offset())
 	var (
 		rec       ringbuf.Record
-		recs      = make([]correlate.Record, 0, batchLen)
-		snaps     []tcp.Snapshot
-		mark      int64
 		lastTally = time.Now()
 		lastClock = lastTally
+		stopping  = false
 	)
-	flush := func() {
-		e.Submit(0, recs, mark)
-		clear(recs) // drop snapshot pointers
-		recs, snaps = recs[:0], nil
-	}
-	handle := func() {
-		if len(rec.RawSample) < int(unsafe.Sizeof(probeEvent{})) {
-			s.lost.Add(1) // cannot happen: the kernel writes whole events
-			return
-		}
-		ev := (*probeEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		if snaps == nil {
-			// Records point to their snapshots until the writer is done
-			// with them: every batch gets fresh ones.
-			snaps = make([]tcp.Snapshot, batchLen)
-		}
-		var p tcp.Packet
-		snap := &snaps[len(recs)]
-		decode(ev, offset, s.hz, &p, snap)
-		mark = max(mark, p.Time)
-		recs = e.Stated(0, &p, snap, recs)
-		s.records[p.Dir].Add(1)
-	}
-	stopping := false
+	defer s.publish(r)
 	for {
-		if len(recs) == batchLen || (len(recs) > 0 && s.rd.AvailableBytes() == 0) {
-			flush()
+		if len(r.recs) >= batchLen || (len(r.recs) > 0 && s.rd.AvailableBytes() == 0) {
+			r.flush(0)
 		}
 		if now := time.Now(); now.Sub(lastTally) >= tallyEvery {
 			s.tally(e)
+			s.publish(r)
+			// By packet time: the reader may be behind the ring.
+			r.expire(r.newest - holdFor)
 			lastTally = now
 			if now.Sub(lastClock) >= time.Second {
-				offset, lastClock = monoOffset(), now
+				r.offset, lastClock = monoclock.Offset(), now
 			}
 		}
 		if !stopping && ctx.Err() != nil {
@@ -247,27 +233,37 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 		err := s.rd.ReadInto(&rec)
 		switch {
 		case err == nil:
-			handle()
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if len(recs) > 0 {
-				flush()
+			if len(rec.RawSample) < int(unsafe.Sizeof(probeEvent{})) {
+				s.lost.Add(1) // cannot happen: the kernel writes whole events
+				continue
 			}
+			r.event((*probeEvent)(unsafe.Pointer(&rec.RawSample[0])))
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			if stopping {
+				r.releaseAll()
+				r.flush(0)
 				s.tally(e)
-				s.finish(e)
+				s.finish(e, r)
 				return nil
 			}
-			e.Advance(0, time.Now().Add(-watermarkLag).UnixNano())
+			now := time.Now()
+			r.expire(now.UnixNano() - holdFor)
+			r.flush(now.Add(-watermarkLag).UnixNano())
 		default:
-			if len(recs) > 0 {
-				flush()
-			}
 			s.stop()
+			r.releaseAll()
+			r.flush(0)
 			s.tally(e)
-			s.finish(e)
+			s.finish(e, r)
 			return fmt.Errorf("exact: read ring buffer: %w", err)
 		}
 	}
+}
+
+// publish makes the reader's counts visible to Stats.
+func (s *Source) publish(r *reader) {
+	st := r.stats
+	s.rstats.Store(&st)
 }
 
 // stop disables the programs and detaches them; once it returns, no
@@ -278,22 +274,29 @@ func (s *Source) stop() {
 }
 
 func (s *Source) detach() error {
-	if s.detached.Swap(true) || s.hooks == nil {
+	if s.detached.Swap(true) {
 		return nil
 	}
-	return netns.Do(s.cfg.NetNS, s.hooks.detach)
+	var err error
+	if s.hooks != nil {
+		err = netns.Do(s.cfg.NetNS, s.hooks.detach)
+	}
+	if s.confirm != nil {
+		err = errors.Join(err, s.confirm.Close())
+	}
+	return err
 }
 
 // finish counts records the kernel wrote but Run never read as malloc
 // skips, so that the identity holds even then.
-func (s *Source) finish(e *correlate.Engine) {
+func (s *Source) finish(e *correlate.Engine, r *reader) {
 	k := s.last.Load()
 	if k == nil {
 		return
 	}
 	var lost correlate.Counts
 	for d := range 2 {
-		if written, read := k[d][reasonRecords], s.records[d].Load(); written > read {
+		if written, read := k[d][reasonRecords], r.stats.read[d]; written > read {
 			lost.SkipMalloc[d] = written - read
 			s.lost.Add(written - read)
 		}
@@ -348,7 +351,11 @@ func (s *Source) readCounters() ([2][numReasons]uint64, error) {
 
 // Stats returns the source's counters. It is safe for concurrent use.
 func (s *Source) Stats() Stats {
-	st := Stats{Records: s.records[0].Load() + s.records[1].Load(), Lost: s.lost.Load()}
+	st := Stats{Lost: s.lost.Load()}
+	if r := s.rstats.Load(); r != nil {
+		st.Records = r.read[0] + r.read[1]
+		st.Confirmed, st.Unconfirmed, st.StrayConfirms = r.confirmed, r.unconfirmed, r.stray
+	}
 	if s.hooks != nil {
 		st.Attach = s.hooks.mode
 	}
@@ -358,8 +365,9 @@ func (s *Source) Stats() Stats {
 			st.NotLocal[d] = k[d][reasonNotLocal]
 			st.Malformed[d] = k[d][reasonMalformed]
 		}
+		st.ConfirmsLost = k[1][reasonConfirms]
 	}
-	for _, p := range []*ebpf.Program{s.objs.SiftrIngress, s.objs.SiftrEgress} {
+	for _, p := range []*ebpf.Program{s.objs.SiftrIngress, s.objs.SiftrEgress, s.objs.SiftrTcp} {
 		if p == nil {
 			continue
 		}

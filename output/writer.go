@@ -115,10 +115,11 @@ var ErrClosed = errors.New("output: writer closed")
 // writer holds at most MaxHeld records for ordering, plus up to one queue's
 // worth it is taking in. Batch buffers are reused (by power-of-two size
 // class), so their total never exceeds the peak of records queued and held,
-// rounded up to a power of two per batch. A Record is 96 bytes, plus its
+// rounded up to a power of two per batch. A Record is 104 bytes, plus its
 // share of the snapshot it points to (about 300 bytes, shared by every
-// packet one lookup served): the default queue bound, 256k records, is about
-// 25 MB of records.
+// packet one lookup served in diag mode, one per record in exact mode): the
+// default queue bound, 256k records, is about 27 MB of records, and up to
+// about 100 MB with their snapshots when none is shared.
 //
 // # Concurrency
 //

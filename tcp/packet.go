@@ -51,6 +51,11 @@ type Packet struct {
 	Flags uint8
 	// Dir is the packet's direction relative to this host.
 	Dir Direction
+	// Skb is the kernel's address of the packet's socket buffer where the
+	// source knows it (exact mode), else 0. It joins records with kernel
+	// traces in tests and benchmarks; it is never logged (it would reveal
+	// kernel addresses to readers of the log).
+	Skb uint64
 }
 
 // Local returns the local socket's address: the source of an outbound packet,

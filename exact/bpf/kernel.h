@@ -31,8 +31,13 @@ struct sock_common {
 	} skc_cookie;
 };
 
+typedef struct {
+	int owned;
+} socket_lock_t;
+
 struct sock {
 	struct sock_common __sk_common;
+	socket_lock_t sk_lock;
 	int sk_rcvbuf;
 	int sk_sndbuf;
 	unsigned long sk_pacing_rate;
@@ -115,6 +120,17 @@ struct tcp_sock {
 	u64 bytes_retrans;
 	u32 total_retrans;
 	u32 rcv_ooopack;
+};
+
+struct sk_buff {
+	char cb[48];
+};
+
+/* TCP's control block in skb->cb. */
+struct tcp_skb_cb {
+	__u32 seq;
+	__u32 end_seq;
+	__u32 ack_seq;
 };
 
 #pragma clang attribute pop

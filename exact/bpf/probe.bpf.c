@@ -18,6 +18,16 @@
  * port that is not written is counted under its reason, so user space keeps
  * SIFTR's conservation identity exactly. The programs never change what
  * happens to a packet: they always return TC_ACT_UNSPEC (TCX_NEXT).
+ *
+ * tc ingress runs before TCP, but not always right before: a segment can
+ * wait in the socket's backlog while the application owns the socket, or
+ * behind the other segments of a receive batch, while TCP processes the
+ * ones ahead of it. The state it then meets is not the one tc read. So an
+ * inbound record of an established socket is marked for confirmation, and
+ * a third program at the kernel's tcp_probe tracepoint (the top of
+ * tcp_rcv_established(), where TCP starts on a segment) writes the state
+ * TCP then had, with the skb it is for: user space gives that state to the
+ * record of that skb and of the segments coalesced into it.
  */
 #include "kernel.h"
 
@@ -69,6 +79,7 @@ enum {
 	R_RECORDS,     /* written to the ring buffer */
 	R_NOT_LOCAL,   /* inbound, not for this host (pkt_type), or VLAN-tagged */
 	R_MALFORMED,   /* the IP layer would drop it: bad header checksum or lengths */
+	R_CONFIRMS,    /* confirmations written (in [0]) and lost to a full ring (in [1]) */
 	R_COUNT,
 };
 
@@ -83,9 +94,17 @@ struct config {
 	__u8 l2len;    /* link-layer header bytes before IP (14 on Ethernet and lo); 0xff: unknown */
 };
 
+/* Kinds of event. */
+enum {
+	EV_RECORD,  /* a segment at tc, with its socket's state */
+	EV_CONFIRM, /* the state TCP met for skb (tcp_probe): seq, payload_len
+	             * (end_seq - seq) and ack are of the skb, coalesced */
+};
+
 /* One record: the segment's headers and its socket's state at it. */
 struct event {
 	__u64 time_ns;      /* bpf_ktime_get_ns() when the program saw the segment */
+	__u64 skb;          /* the skb's address: matches a record to its confirmation */
 	__u64 id;           /* the socket's identity: its cookie, or bit 63 | an id of ours */
 	__u64 cookie;       /* the kernel's socket cookie now; 0 if none was made yet */
 	__u64 bytes_acked;
@@ -111,6 +130,11 @@ struct event {
 	__u8 retransmits;
 	__u8 probes;
 	__u8 backoff;
+	__u8 kind;          /* EV_RECORD, EV_CONFIRM */
+	__u8 confirm;       /* a record that an EV_CONFIRM for its skb will follow */
+	__u8 owned;         /* the application owned the socket: a record's skb went to
+	                     * the backlog, a confirmation is from the backlog */
+	__u8 pad1;
 	__u16 advmss;
 	__u32 seq;
 	__u32 ack;
@@ -150,8 +174,9 @@ struct event {
 
 /* Per-socket state of the programs, freed with the socket. */
 struct sock_state {
-	__u64 count; /* segments of this socket counted for ppl, both directions */
+	__u64 count;   /* segments of this socket counted for ppl, both directions */
 	__u64 id;
+	__u64 pending; /* inbound records written but not yet confirmed */
 };
 
 struct {
@@ -200,7 +225,7 @@ enum { PARSE_OK, PARSE_IGNORE, PARSE_MALFORMED };
 
 static __always_inline void count(struct tally *c, __u8 dir, int reason)
 {
-	c->n[dir & 1][reason & 7]++;
+	c->n[dir & 1][reason]++;
 }
 
 /* fold turns a 32-bit ones' complement sum into 16 bits. */
@@ -411,7 +436,7 @@ static __always_inline __u64 socket_id(struct tcp_sock *tp)
 
 /* fill copies the segment and its socket's state into e, as tcp_get_info()
  * and inet_diag would report them at this moment. */
-static __always_inline void fill(struct event *e, struct pkt *p, struct tcp_sock *tp, __u8 dir, __u64 now, __u64 id)
+static __always_inline void fill(struct event *e, struct tcp_sock *tp, __u64 now, __u64 id)
 {
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	struct inet_connection_sock *icsk = &tp->inet_conn;
@@ -419,19 +444,8 @@ static __always_inline void fill(struct event *e, struct pkt *p, struct tcp_sock
 	e->time_ns = now;
 	e->id = id;
 	e->cookie = sk->__sk_common.skc_cookie.counter;
-	__builtin_memcpy(e->saddr, p->saddr, 16);
-	__builtin_memcpy(e->daddr, p->daddr, 16);
-	e->sport = p->sport;
-	e->dport = p->dport;
-	e->seq = p->seq;
-	e->ack = p->ack;
-	e->payload_len = p->payload_len;
-	e->window = p->window;
-	e->flags = p->flags;
-	e->dir = dir;
-	e->ipver = p->ipver;
-
 	e->family = sk->__sk_common.skc_family;
+	e->owned = sk->sk_lock.owned != 0;
 	e->state = sk->__sk_common.skc_state;
 	e->ca_state = BPF_CORE_READ_BITFIELD(tp, inet_conn.icsk_ca_state);
 	e->retransmits = icsk->icsk_retransmits;
@@ -508,9 +522,25 @@ static __always_inline void fill(struct event *e, struct pkt *p, struct tcp_sock
 	e->delivery_rate = delivered && interval ? (__u64)delivered * mss * 1000000 / interval : 0;
 }
 
+/* headers copies the segment's own fields into e. */
+static __always_inline void headers(struct event *e, struct pkt *p, __u8 dir)
+{
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	e->sport = p->sport;
+	e->dport = p->dport;
+	e->seq = p->seq;
+	e->ack = p->ack;
+	e->payload_len = p->payload_len;
+	e->window = p->window;
+	e->flags = p->flags;
+	e->dir = dir;
+	e->ipver = p->ipver;
+}
+
 /*
- * handle is the whole of both programs. sk is the socket to read, found by
- * the caller; it is released here if it was looked up (owned).
+ * record decides one segment from its socket sk, found by the caller, and
+ * writes it if SIFTR logs it; it releases sk if it was looked up (owned).
  */
 static __always_inline void record(struct __sk_buff *skb, struct tally *c, struct config *cfg,
 				   struct pkt *p, struct bpf_sock *sk, bool owned, __u8 dir, __u64 now)
@@ -547,7 +577,14 @@ static __always_inline void record(struct __sk_buff *skb, struct tally *c, struc
 		count(c, dir, R_MALLOC);
 		goto out;
 	}
-	fill(e, p, tp, dir, now, st->id);
+	fill(e, tp, now, st->id);
+	headers(e, p, dir);
+	e->kind = EV_RECORD;
+	e->skb = (__u64)skb;
+	/* tcp_probe fires only in tcp_rcv_established(). */
+	e->confirm = dir == 0 && e->state == TCP_ESTABLISHED;
+	if (e->confirm)
+		__sync_fetch_and_add(&st->pending, 1);
 	bpf_ringbuf_submit(e, 0);
 	count(c, dir, R_RECORDS);
 out:
@@ -599,6 +636,45 @@ static __always_inline int handle(struct __sk_buff *skb, bool ingress)
 	}
 	record(skb, c, cfg, &p, sk, true, dir, now);
 	return TC_ACT_UNSPEC;
+}
+
+/*
+ * siftr_tcp runs at the tcp_probe tracepoint, where TCP starts on an
+ * inbound segment of an established socket (any socket of the host: it
+ * returns at once for sockets without records waiting), and writes the
+ * state TCP meets, for user space to confirm the records with.
+ */
+SEC("tp_btf/tcp_probe")
+int siftr_tcp(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	struct sk_buff *skb = (struct sk_buff *)ctx[1];
+	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, 0);
+	if (!st || st->pending == 0)
+		return 0;
+	__sync_fetch_and_add(&st->pending, -1);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	struct tally *c = bpf_map_lookup_elem(&counters, &zero);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!c || !tp)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(c, 1, R_CONFIRMS); /* the record keeps the state tc read */
+		return 0;
+	}
+	fill(e, tp, now, st->id);
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)skb->cb;
+	__u32 seq = BPF_CORE_READ(cb, seq);
+	e->seq = seq;
+	e->payload_len = BPF_CORE_READ(cb, end_seq) - seq;
+	e->ack = BPF_CORE_READ(cb, ack_seq);
+	e->kind = EV_CONFIRM;
+	e->skb = (__u64)skb;
+	bpf_ringbuf_submit(e, 0);
+	count(c, 0, R_CONFIRMS);
+	return 0;
 }
 
 SEC("tc")
