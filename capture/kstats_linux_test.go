@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 )
 
 // TestIntegrationKernelStatsPolled checks that Run folds the rings' 32-bit,
@@ -16,7 +17,7 @@ func TestIntegrationKernelStatsPolled(t *testing.T) {
 	old := kernelStatsEvery
 	kernelStatsEvery = 20 * time.Millisecond
 	t.Cleanup(func() { kernelStatsEvery = old })
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 5310, Workers: 2})
 	transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 5310, 100<<10, 10)
 	polled := func() uint64 {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -232,7 +233,7 @@ func transferOpts(t *testing.T, client, server string, dst netip.Addr, port uint
 }
 
 func TestIntegrationVeth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	const port, otherPort = 5201, 5202
 	for _, tc := range []struct {
 		name   string
@@ -305,7 +306,7 @@ func TestIntegrationVeth(t *testing.T) {
 }
 
 func TestIntegrationAllPortsSeesBoth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 1})
 	a := transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 7001, 10<<10, 10)
 	b := transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr6, 7002, 10<<10, 10)
@@ -321,7 +322,7 @@ func TestIntegrationAllPortsSeesBoth(t *testing.T) {
 }
 
 func TestIntegrationLoopback(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	for _, tc := range []struct {
 		name string
 		addr netip.Addr
@@ -369,7 +370,7 @@ func TestIntegrationLoopback(t *testing.T) {
 }
 
 func TestIntegrationCloseWhileBlocked(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	var c *Capture
 	if err := lab.A.Do(func() (err error) {
 		c, err = Open(&Config{Iface: lab.A.Iface, Workers: 2, BlockTimeout: 20 * time.Millisecond})
@@ -412,7 +413,7 @@ func TestIntegrationCloseWhileBlocked(t *testing.T) {
 }
 
 func TestIntegrationIdle(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 1, BlockTimeout: 2 * time.Millisecond})
 	for i := 0; i < 3; i++ {
 		select {
@@ -433,7 +434,7 @@ func TestIntegrationIdle(t *testing.T) {
 // TestIntegrationDrain checks that packets captured just before the stop
 // are delivered by the final drain.
 func TestIntegrationDrain(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 5300, Workers: 2, BlockTimeout: 10 * time.Millisecond})
 	transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 5300, 1000, 1000)
 	r.stop(t) // right after the last packet: its block has not retired yet
@@ -450,7 +451,7 @@ func TestIntegrationDrain(t *testing.T) {
 }
 
 func TestIntegrationNoInterface(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	err := lab.A.Do(func() error {
 		c, err := Open(&Config{Iface: "nosuch0"})
 		if err == nil {
@@ -466,7 +467,7 @@ func TestIntegrationNoInterface(t *testing.T) {
 // TestIntegrationPermission drops CAP_NET_RAW from one locked thread (Linux
 // capabilities are per thread) and opens a capture there.
 func TestIntegrationPermission(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	errc := make(chan error, 1)
 	go func() {
 		// The thread keeps its reduced capabilities: never unlock it, so it
@@ -516,7 +517,7 @@ func setLink(t *testing.T, nsPath, iface string, fn func(vnetlink.Link) error) {
 // TestIntegrationInterfaceDownUp checks that a ring survives its interface
 // going down (the socket reports ENETDOWN) and captures again once it is up.
 func TestIntegrationInterfaceDownUp(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 7101, Workers: 1})
 	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkSetDown)
 	time.Sleep(100 * time.Millisecond)
@@ -536,7 +537,7 @@ func TestIntegrationInterfaceDownUp(t *testing.T) {
 // TestIntegrationInterfaceRemoved checks that Run fails with ErrNoInterface
 // when the interface is deleted under it, instead of waiting forever.
 func TestIntegrationInterfaceRemoved(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 2})
 	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkDel)
 	select {

@@ -26,7 +26,9 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
 
@@ -34,7 +36,7 @@ import (
 type liveProbe struct {
 	t              *testing.T
 	args           []string
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -187,7 +189,7 @@ func settle(t *testing.T, addr string) map[string]float64 {
 }
 
 func TestIntegrationMetrics(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	logfile := filepath.Join(t.TempDir(), "siftr.log")
 	p := startProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
@@ -263,7 +265,7 @@ func TestIntegrationMetrics(t *testing.T) {
 // TestIntegrationMetricsAddrInUse: a busy metrics address is a set-up
 // error, reported in one line before anything is captured.
 func TestIntegrationMetricsAddrInUse(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +304,7 @@ func parseLog(t *testing.T, path string) *siftrlog.Log {
 // the host's namespace with --netns, and from inside the namespace without
 // it. Both must see the same packets and log the same lines.
 func TestIntegrationNetNSEquivalence(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	// Connect before the probes start and close after they stop: then every
 	// packet they see belongs to an established socket, and neither probe
@@ -482,7 +484,7 @@ func objectKeys(line []byte) ([]string, error) {
 }
 
 func TestIntegrationJSONL(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	p := startProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
 		"--format", "jsonl", "--logfile", "-"}, nil)
@@ -605,7 +607,7 @@ func TestIntegrationJSONL(t *testing.T) {
 // send SIGHUP. The old file ends where the new one starts; together they
 // are one complete log.
 func TestIntegrationSIGHUPReopen(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 50e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 50e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	logfile := filepath.Join(dir, "siftr.log")
@@ -678,7 +680,7 @@ func TestIntegrationSIGHUPReopen(t *testing.T) {
 // TestIntegrationHealthzWriteError fills the log's file system during a
 // run: /healthz turns 503 and says why, and the metrics count the errors.
 func TestIntegrationHealthzWriteError(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {

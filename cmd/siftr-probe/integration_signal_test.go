@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
 // TestIntegrationSecondSignal runs the command with its log on a pipe that
@@ -19,7 +21,7 @@ import (
 // cannot finish: the first SIGINT starts it, the second must end the
 // process at once, with status 130 and a line saying records may be lost.
 func TestIntegrationSecondSignal(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	exe, err := os.Executable()
 	if err != nil {
@@ -30,7 +32,7 @@ func TestIntegrationSecondSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd := exec.Command(exe, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
 		"--logfile", "-", "--format", "jsonl", "--quiet")
 	cmd.Env = append(os.Environ(), "SIFTR_PROBE_TEST_AS_MAIN=1")
@@ -98,7 +100,7 @@ func TestIntegrationSecondSignal(t *testing.T) {
 // TestIntegrationSymlinkedLog checks the one-line message for a log file
 // that is a symbolic link.
 func TestIntegrationSymlinkedLog(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	dir := t.TempDir()
 	link := filepath.Join(dir, "link.log")
 	if err := os.Symlink(filepath.Join(dir, "target.log"), link); err != nil {

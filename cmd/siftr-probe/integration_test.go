@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
 
@@ -28,24 +30,6 @@ func TestMain(m *testing.M) {
 		return
 	}
 	os.Exit(m.Run())
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // probeRun is one run of the command.
@@ -64,7 +48,7 @@ func runProbe(t *testing.T, args []string, drive func()) *probeRun {
 	args = append(args, "--logfile", logfile, "--status-interval", "200ms")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, &stdout, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -155,7 +139,7 @@ func send(t *testing.T, h *netlab.Host, addr string, n int64) netip.AddrPort {
 func TestIntegrationTransferV4V6(t *testing.T) {
 	// The rate limit keeps each connection established for a few hundred
 	// milliseconds, so that most snapshots are of an established socket.
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	listen(t, &lab.B, "[::]:5202")
 	var c4, c6 netip.AddrPort
@@ -228,7 +212,7 @@ func TestIntegrationTransferV4V6(t *testing.T) {
 // addresses. Their sockets are bound to the interface, so the lookups must
 // name it: without that every packet would be skipped as inpcb.
 func TestIntegrationLinkLocal(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	server := netip.AddrPortFrom(lab.B.LinkLocal, 5201)
 	var client netip.AddrPort
@@ -259,7 +243,7 @@ func TestIntegrationLinkLocal(t *testing.T) {
 // TestIntegrationDualStackServer probes the server side, where an IPv4
 // connection belongs to an AF_INET6 socket listening on [::].
 func TestIntegrationDualStackServer(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--iface", lab.B.Iface, "--port", "5201", "--netns", lab.B.NetNS}, func() {
@@ -289,7 +273,7 @@ func TestIntegrationDualStackServer(t *testing.T) {
 
 func TestIntegrationPPL(t *testing.T) {
 	const ppl = 7
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	r := runProbe(t, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--ppl", fmt.Sprint(ppl)}, func() {
 		send(t, &lab.A, "10.77.0.2:5201", 2<<20)
@@ -319,7 +303,7 @@ func TestIntegrationPPL(t *testing.T) {
 // TestIntegrationLoopback captures on lo, where each packet is seen twice:
 // sent by one local socket and received by another.
 func TestIntegrationLoopback(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	listen(t, &lab.A, "127.0.0.1:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--iface", "lo", "--port", "5201", "--netns", lab.A.NetNS}, func() {
@@ -369,7 +353,7 @@ func TestIntegrationLoopback(t *testing.T) {
 // TestIntegrationGracefulStop stops the probe in the middle of a transfer:
 // every record counted is written before the disable line.
 func TestIntegrationGracefulStop(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 200e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 200e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
@@ -389,7 +373,7 @@ func TestIntegrationGracefulStop(t *testing.T) {
 }
 
 func TestIntegrationSetupErrors(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -425,7 +409,7 @@ func TestIntegrationSetupErrors(t *testing.T) {
 
 // TestIntegrationNoPrivilege runs the command as an unprivileged user.
 func TestIntegrationNoPrivilege(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +448,7 @@ func TestIntegrationNoPrivilege(t *testing.T) {
 // TestIntegrationDiskFull fills the log's file system during a run: the run
 // fails with exit status 1 and says how many records were lost.
 func TestIntegrationDiskFull(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
@@ -474,7 +458,7 @@ func TestIntegrationDiskFull(t *testing.T) {
 	logfile := filepath.Join(dir, "siftr.log")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--logfile", logfile}, &stdout, &stderr)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -151,7 +153,7 @@ func TestStopOnSignals(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	exited := make(chan int, 1)
 	go stopOnSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
 	sigs <- syscall.SIGTERM

@@ -1,16 +1,30 @@
 package netlab
 
-import (
-	"os"
-	"testing"
-)
+import "os"
 
-// NewT builds a lab for a test and removes it when the test ends. Without
-// root it skips the test, except under CI=true, where it fails: privileged
-// tests must run in CI.
-func NewT(t testing.TB, cfg Config) *Lab {
+// TB is the part of testing.TB that NewT uses; netlab does not import
+// testing, so that the binaries that build labs (the demo) do not link it.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+	Skip(args ...any)
+	Fatal(args ...any)
+}
+
+// NewT builds a lab for a test and removes it when the test ends.
+//
+// Deprecated: use labtest.NewT. NewT stays until internal/probe's
+// integration test moves to labtest.
+func NewT(t TB, cfg Config) *Lab {
 	t.Helper()
-	RequireRoot(t)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test needs root, and CI=true: privileged tests must run in CI")
+		}
+		t.Skip("needs root (network namespaces, AF_PACKET); run as root or with CI=true to require it")
+	}
 	lab, err := New(cfg)
 	if err != nil {
 		t.Fatalf("build lab: %v", err)
@@ -21,16 +35,4 @@ func NewT(t testing.TB, cfg Config) *Lab {
 		}
 	})
 	return lab
-}
-
-// RequireRoot skips a test that needs root, or fails it under CI=true.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI=true: privileged tests must run in CI")
-	}
-	t.Skip("needs root (network namespaces, AF_PACKET); run as root or with CI=true to require it")
 }
