@@ -21,6 +21,12 @@ const (
 	DefaultBlockTimeout = time.Millisecond
 	// MaxBlockTimeout bounds Config.BlockTimeout.
 	MaxBlockTimeout = time.Minute
+	// MaxWorkers bounds Config.Workers: a fanout group takes at most 256
+	// sockets (the kernel's default max_num_members).
+	MaxWorkers = 256
+	// MaxBlockSize and MaxRingSize bound Config.BlockSize and RingSize.
+	MaxBlockSize = 1 << 30
+	MaxRingSize  = 16 << 30
 )
 
 // Config configures Open. A nil *Config is invalid: Iface is required.
@@ -33,7 +39,7 @@ type Config struct {
 	Port uint16
 	// Workers is the number of rings, each read by its own goroutine and
 	// fed by a CPU fanout group (packets of CPU n go to ring n mod Workers).
-	// 0 means one per online CPU.
+	// 0 means one per online CPU (at most MaxWorkers). At most MaxWorkers.
 	Workers int
 	// BlockSize is the size in bytes of one ring block, the unit handed to
 	// Handler.Block. 0 means DefaultBlockSize. It must be a power of two and
@@ -59,8 +65,8 @@ func (cfg *Config) withDefaults() (Config, error) {
 	if c.Iface == "" {
 		return c, errors.New("capture: config: no interface")
 	}
-	if c.Workers < 0 {
-		return c, fmt.Errorf("capture: config: negative workers %d", c.Workers)
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		return c, fmt.Errorf("capture: config: workers %d out of range 0..%d", c.Workers, MaxWorkers)
 	}
 	if c.BlockSize == 0 {
 		c.BlockSize = DefaultBlockSize
@@ -75,8 +81,11 @@ func (cfg *Config) withDefaults() (Config, error) {
 	if c.BlockSize < page || c.BlockSize&(c.BlockSize-1) != 0 || c.BlockSize%page != 0 {
 		return c, fmt.Errorf("capture: config: block size %d is not a power of two and a multiple of the page size %d", c.BlockSize, page)
 	}
-	if c.BlockSize > 1<<30 {
-		return c, fmt.Errorf("capture: config: block size %d too large", c.BlockSize)
+	if c.BlockSize > MaxBlockSize {
+		return c, fmt.Errorf("capture: config: block size %d too large (at most %d)", c.BlockSize, MaxBlockSize)
+	}
+	if c.RingSize > MaxRingSize {
+		return c, fmt.Errorf("capture: config: ring size %d too large (at most %d)", c.RingSize, MaxRingSize)
 	}
 	if c.RingSize < 2*c.BlockSize || c.RingSize%c.BlockSize != 0 {
 		return c, fmt.Errorf("capture: config: ring size %d is not a multiple of at least two blocks of %d bytes", c.RingSize, c.BlockSize)

@@ -98,7 +98,7 @@ type worker struct {
 
 func open(cfg *Config) (_ *sysCapture, err error) {
 	if cfg.Workers == 0 {
-		cfg.Workers = onlineCPUs()
+		cfg.Workers = min(onlineCPUs(), MaxWorkers)
 	}
 	prog, err := filterProgram(cfg.Port)
 	if err != nil {

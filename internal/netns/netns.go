@@ -26,7 +26,8 @@ func Do(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	target, err := os.Open(path)
+	// O_NONBLOCK: a FIFO at path must fail setns, not block the open.
+	target, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("open network namespace: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 )
@@ -65,6 +67,14 @@ func TestIntegrationCreateAndDo(t *testing.T) {
 	}
 	if err := netns.Do("/nonexistent/ns", func() error { t.Error("fn ran"); return nil }); err == nil || !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("Do on a missing path: %v", err)
+	}
+	fifo := t.TempDir() + "/fifo"
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A FIFO used to block the open forever.
+	if err := netns.Do(fifo, func() error { t.Error("fn ran"); return nil }); err == nil || !strings.Contains(err.Error(), "enter network namespace") {
+		t.Errorf("Do on a FIFO: %v", err)
 	}
 	if err := netns.Do("/proc/self/status", func() error { t.Error("fn ran"); return nil }); err == nil || !strings.Contains(err.Error(), "enter network namespace") {
 		t.Errorf("Do on a file that is not a namespace: %v", err)
