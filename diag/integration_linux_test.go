@@ -287,8 +287,11 @@ func TestIntegrationOverrun(t *testing.T) {
 	lab := newLab(t)
 	ns := lab.A.NetNS
 	c := openT(t, &Config{NetNS: ns, BatchSize: 128})
-	if err := unix.SetsockoptInt(int(c.fd.Load()), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8192); err != nil {
-		t.Fatal(err)
+	var serr error
+	if err := c.conn.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8192)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
 	}
 	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
 	var qs []tcp.Query
