@@ -119,7 +119,7 @@ type Handler interface {
 }
 
 // Stats counts what the rings saw. Frames = Packets[0] + Packets[1] +
-// NotLocal + Truncated + Malformed + Filtered, once Run has returned.
+// NotLocal + Truncated + Malformed + Filtered + VLAN, once Run has returned.
 type Stats struct {
 	// Frames is the number of frames read from the rings.
 	Frames uint64
@@ -131,9 +131,15 @@ type Stats struct {
 	NotLocal uint64
 	// Truncated counts frames cut before the end of the TCP header.
 	Truncated uint64
-	// Malformed counts frames with bad IP/TCP header fields, and non-first
-	// fragments.
+	// Malformed counts frames the IP stack drops before TCP: bad IP/TCP
+	// header fields, a bad IPv4 header checksum, an IP length beyond the
+	// frame, more than two VLAN tags in the frame; and non-first fragments.
 	Malformed uint64
+	// VLAN counts received frames tagged for a VLAN that is not this
+	// interface's own traffic: a tag id none of the interface's VLAN
+	// devices has (at Open), which the stack drops, or a tag still in the
+	// frame (stacked VLANs). Capture on the VLAN device to log its traffic.
+	VLAN uint64
 	// Filtered counts frames that passed the kernel filter but, fully
 	// decoded, are not TCP on Config.Port (IPv6 extension chains, VLAN-tagged
 	// frames the filter could not look into).
@@ -144,6 +150,15 @@ type Stats struct {
 	// dropped ones), tp_drops (frames lost because the ring was full) and
 	// tp_freeze_q_cnt (times a ring ran out of free blocks).
 	KernelPackets, KernelDrops, KernelFreezes uint64
+	// KernelStatsErrors counts failed reads of PACKET_STATISTICS: the
+	// kernel counts above miss what those reads would have added, and a
+	// final drain without the count waits two block timeouts instead.
+	KernelStatsErrors uint64
+	// DrainLeft counts frames the kernel had put in the rings when Run was
+	// stopped that the final drain gave up waiting for (their blocks did
+	// not retire within two block timeouts and a second); they were not
+	// delivered.
+	DrainLeft uint64
 }
 
 // Capture is a set of AF_PACKET TPACKET_V3 rings on one interface, joined in
