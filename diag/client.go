@@ -33,9 +33,8 @@ type Stats struct {
 	// (invalid or mixed-family addresses), and malformed replies.
 	Errors uint64
 	// V4MappedRetries is always 0: the kernel finds a dual-stack socket's
-	// IPv4 connection through an AF_INET query, so Lookup never asks again.
-	//
-	// Deprecated: to be removed; nothing sets it.
+	// IPv4 connection through an AF_INET query, so Lookup never asks
+	// again. Nothing sets it; it goes once nothing reads it.
 	V4MappedRetries uint64
 	// Overruns counts the times the kernel reported that replies were
 	// dropped because the receive buffer was full (ENOBUFS); Resent counts

@@ -13,10 +13,10 @@ type TB interface {
 	Fatal(args ...any)
 }
 
-// NewT builds a lab for a test and removes it when the test ends.
-//
-// Deprecated: use labtest.NewT. NewT stays until internal/probe's
-// integration test moves to labtest.
+// NewT builds a lab for a test and removes it when the test ends; without
+// root it skips the test, except under CI=true, where it fails. Use
+// labtest.NewT: this one stays only until internal/probe's integration test
+// moves there.
 func NewT(t TB, cfg Config) *Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
