@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
 // Children are started in their own process group (so that a Ctrl-C on the
@@ -436,32 +437,15 @@ func (p *probeTool) end(m *measurement) error {
 type tcpdumpTool struct {
 	netnsPath, iface string
 	cmd              *exec.Cmd
-	stderr           *syncBuffer
+	stderr           *syncbuf.Buffer
 	started          time.Time
 	hwm              *hwmWatch
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (t *tcpdumpTool) begin(ctx context.Context) error {
 	t.cmd = command("ip", "netns", "exec", nsName(t.netnsPath), "tcpdump", "-i", t.iface, "-w", "/dev/null",
 		"-B", "8192", "-n", "tcp", "port", fmt.Sprint(port))
-	t.stderr = &syncBuffer{}
+	t.stderr = &syncbuf.Buffer{}
 	t.cmd.Stderr = t.stderr
 	if err := start(t.cmd); err != nil {
 		return err

@@ -15,13 +15,15 @@ var (
 	// ErrTruncated means the frame ends before the end of the TCP header
 	// (options included).
 	ErrTruncated = errors.New("capture: frame truncated before end of TCP header")
-	// ErrMalformed means an IP or TCP header field is invalid (version, header
-	// length, data offset, length fields too small for the headers), or the
-	// packet is a non-first fragment, which carries no TCP header.
+	// ErrMalformed means the IP stack would drop the packet before TCP
+	// sees it: an invalid IP or TCP header field (version, header length,
+	// data offset, length fields too small for the headers), a bad IPv4
+	// header checksum, an IP length larger than the packet, more than two
+	// VLAN tags; or the packet is a non-first fragment, which carries no
+	// TCP header.
 	ErrMalformed = errors.New("capture: malformed IP/TCP header")
 	// ErrNotTCP means the frame is well formed but is not IPv4/IPv6 TCP: another
-	// EtherType or IP protocol, an unsupported IPv6 extension header, or more
-	// than two VLAN tags.
+	// EtherType or IP protocol, or an unsupported IPv6 extension header.
 	ErrNotTCP = errors.New("capture: not a TCP packet")
 )
 
@@ -57,19 +59,30 @@ const (
 // DecodeEthernet sets every field of p except Time and Dir. It does not
 // retain frame, never allocates and never panics; on error p's contents are
 // unspecified. Errors are ErrTruncated, ErrMalformed or ErrNotTCP.
+//
+// Like the IP stack, it refuses (ErrMalformed) an IPv4 header whose
+// checksum is wrong and an IP length beyond wireLen: the kernel drops such
+// packets before TCP, so no socket state belongs to them.
 func DecodeEthernet(frame []byte, wireLen int, p *tcp.Packet) error {
+	_, err := decodeEthernet(frame, wireLen, p)
+	return err
+}
+
+// decodeEthernet is DecodeEthernet; it also returns the number of VLAN tags
+// in the frame.
+func decodeEthernet(frame []byte, wireLen int, p *tcp.Packet) (tags int, err error) {
 	if len(frame) < ethHeaderLen {
-		return ErrTruncated
+		return 0, ErrTruncated
 	}
 	off := 12
 	etherType := binary.BigEndian.Uint16(frame[off:])
-	for tags := 0; etherType == etherTypeVLAN || etherType == etherTypeQinQ; tags++ {
+	for ; etherType == etherTypeVLAN || etherType == etherTypeQinQ; tags++ {
 		if tags == maxVLANTags {
-			return ErrNotTCP
+			return tags, ErrMalformed
 		}
 		off += vlanTagLen
 		if len(frame) < off+2 {
-			return ErrTruncated
+			return tags, ErrTruncated
 		}
 		etherType = binary.BigEndian.Uint16(frame[off:])
 	}
@@ -79,11 +92,11 @@ func DecodeEthernet(frame []byte, wireLen int, p *tcp.Packet) error {
 	}
 	switch etherType {
 	case etherTypeIPv4:
-		return decodeIPv4(frame[off:], wireLen-off, p)
+		return tags, decodeIPv4(frame[off:], wireLen-off, p)
 	case etherTypeIPv6:
-		return decodeIPv6(frame[off:], wireLen-off, p)
+		return tags, decodeIPv6(frame[off:], wireLen-off, p)
 	}
-	return ErrNotTCP
+	return tags, ErrNotTCP
 }
 
 // DecodeIP decodes an IPv4 or IPv6 TCP packet into p, choosing the version
@@ -128,8 +141,8 @@ func decodeIPv4(b []byte, wireLen int, p *tcp.Packet) error {
 		// TSO/GSO and IPv4 BIG TCP buffers may carry a zero total length.
 		total = wireLen
 	}
-	if total < ihl {
-		return ErrMalformed
+	if total < ihl || total > wireLen {
+		return ErrMalformed // the stack drops a packet shorter than its IP length
 	}
 	if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 		return ErrMalformed // non-first fragment: no TCP header
@@ -139,6 +152,9 @@ func decodeIPv4(b []byte, wireLen int, p *tcp.Packet) error {
 	}
 	if len(b) < ihl {
 		return ErrTruncated
+	}
+	if !ipv4ChecksumOK(b[:ihl]) {
+		return ErrMalformed
 	}
 	sport, dport, err := decodeTCP(b[ihl:], total-ihl, p)
 	if err != nil {
@@ -161,6 +177,9 @@ func decodeIPv6(b []byte, wireLen int, p *tcp.Packet) error {
 	if payload == 0 {
 		// Jumbograms and BIG TCP/GSO buffers carry a zero payload length.
 		payload = wireLen - ipv6Header
+	}
+	if payload > wireLen-ipv6Header {
+		return ErrMalformed // the stack drops a packet shorter than its IP length
 	}
 	next := b[6]
 	off := ipv6Header
@@ -203,6 +222,19 @@ func decodeIPv6(b []byte, wireLen int, p *tcp.Packet) error {
 	p.Src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), sport)
 	p.Dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[24:40])), dport)
 	return nil
+}
+
+// ipv4ChecksumOK reports whether an IPv4 header's checksum is right: its
+// 16-bit one's complement sum, checksum included, is 0xffff.
+func ipv4ChecksumOK(h []byte) bool {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum == 0xffff
 }
 
 // decodeTCP decodes the TCP header at the start of b; segLen is the TCP

@@ -82,6 +82,12 @@ func FuzzDecodeEthernet(f *testing.F) {
 				if l.Length == 0 || l.Version != 4 {
 					return // gopacket does not check the version; we do
 				}
+				if !ipv4ChecksumOK(l.Contents) {
+					if !errors.Is(err, ErrMalformed) {
+						t.Fatalf("bad IPv4 header checksum: %v, want ErrMalformed", err)
+					}
+					return
+				}
 				src, _ = netip.AddrFromSlice(l.SrcIP.To4())
 				dst, _ = netip.AddrFromSlice(l.DstIP.To4())
 				ipPayload = int(l.Length) - len(l.Contents)

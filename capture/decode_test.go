@@ -157,7 +157,15 @@ func TestDecodeErrors(t *testing.T) {
 		{"ipv6 esp", with(base6, func(f *frame) { f.proto = 50 }), nil, ErrNotTCP},
 		{"ipv6 dest options then udp", with(base6, func(f *frame) { f.ext = []ext{{proto: ipProtoDstOpts, len: 8}}; f.proto = 17 }), nil, ErrNotTCP},
 		{"arp", base4, put16(12, 0x0806), ErrNotTCP},
-		{"three vlan tags", with(base4, func(f *frame) { f.vlans = []uint16{etherTypeQinQ, etherTypeVLAN, etherTypeVLAN} }), nil, ErrNotTCP},
+		{"three vlan tags", with(base4, func(f *frame) { f.vlans = []uint16{etherTypeQinQ, etherTypeVLAN, etherTypeVLAN} }), nil, ErrMalformed},
+		{"ipv4 bad header checksum", base4, func(b []byte) []byte { b[ip+10] ^= 0x40; return b }, ErrMalformed},
+		{"ipv4 checksum of another header", base4, func(b []byte) []byte { b[ip+8]--; return b }, ErrMalformed}, // TTL changed, checksum not
+		{"ipv4 total length beyond the frame", base4, func(b []byte) []byte {
+			binary.BigEndian.PutUint16(b[ip+2:], 41+20+10)
+			setIPv4Checksum(b[ip : ip+20])
+			return b
+		}, ErrMalformed},
+		{"ipv6 payload length beyond the frame", base6, put16(ip+4, 20+10+1), ErrMalformed},
 		{"vlan then arp", with(base4, func(f *frame) { f.vlans = []uint16{etherTypeVLAN} }), put16(16, 0x0806), ErrNotTCP},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,7 +174,9 @@ func TestDecodeErrors(t *testing.T) {
 				b = tc.edit(b)
 			}
 			var p tcp.Packet
-			if err := DecodeEthernet(b, len(b), &p); !errors.Is(err, tc.want) {
+			// The wire length is the built frame's: an edit that cuts the
+			// frame cuts the capture, not the packet.
+			if err := DecodeEthernet(b, max(len(b), len(tc.f.build())), &p); !errors.Is(err, tc.want) {
 				t.Errorf("DecodeEthernet: %v, want %v", err, tc.want)
 			}
 		})

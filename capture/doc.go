@@ -6,14 +6,24 @@
 // group with a group id the kernel picks, so packets handled by one CPU
 // always land in the same ring. A classic BPF filter in the kernel keeps
 // IPv4 and IPv6 TCP segments (on Config.Port if set) and copies only their
-// headers into the ring (up to the end of the TCP header, or the first 256
-// bytes where user space walks the headers: VLAN tags in the frame, IPv6
-// extension headers). Run reads each ring on its own goroutine,
+// headers into the ring: up to the end of the TCP header, however long the
+// IPv4 options or the IPv6 extension header chain (up to 8 headers; the
+// filter walks it), or the first 256 bytes where user space walks the
+// headers (VLAN tags in the frame). Run reads each ring on its own goroutine,
 // decodes every frame of a retired block into a reused []Packet (timestamp,
 // direction from sll_pkttype, addresses, ports, seq, ack, flags, window,
 // payload length) and passes the block to a Handler. Frames that are not
 // delivered are counted by reason in Stats. Reading allocates nothing per
 // packet or per block.
+//
+// Frames the IP stack drops before TCP are not delivered, since no socket
+// state belongs to them: the decoder checks what IP checks (header
+// checksum, lengths against the frame) and counts failures as Malformed.
+//
+// The source is split by concern: ring.go is the portable API, block.go the
+// portable block walk (tested everywhere on synthetic blocks),
+// ring_linux.go the set-up, run_linux.go the run, stop and drain lifecycle,
+// live_linux.go the checks that tell a downed interface from a removed one.
 //
 // DecodeEthernet and DecodeIP are the decoders the rings use; they are pure
 // functions, portable, and usable on their own (on pcap files, in tests).
@@ -47,9 +57,14 @@
 // Frames are decoded from their Ethernet header on Ethernet and loopback
 // devices, and from the network header on other link types. A VLAN tag the
 // driver moved out of the frame (VLAN offload, the usual case on receive)
-// is not seen at all; a tag still in the frame (transmit without offload)
-// is skipped, up to two 802.1Q/802.1ad tags. The VLAN id is not reported:
-// capture on the VLAN device to separate VLANs.
+// is seen in the ring's tp_vlan_tci: a received frame tagged with an id none
+// of the interface's VLAN devices has (read from /proc/net/vlan/config at
+// Open) is one the stack drops, and is counted in Stats.VLAN, as is a
+// received frame with a tag still in it (stacked VLANs: the stack takes the
+// outer tag out first). A tag still in a sent frame (transmit without
+// offload) is skipped, up to two 802.1Q/802.1ad tags; more are Malformed.
+// The VLAN id is not reported: capture on the VLAN device to separate
+// VLANs.
 //
 // # Privileges
 //

@@ -11,12 +11,19 @@ const (
 	// skfNetOff makes an absolute or indirect load relative to the skb's
 	// network header instead of the start of the frame (SKF_NET_OFF).
 	skfNetOff = 0xfff00000 // -0x100000 as a uint32
-	// filterSnapLen is what the filter returns for frames it leaves to user
-	// space to decode (VLAN tags in the frame, IPv6 extension headers): the
-	// number of bytes of the frame the kernel copies into the ring. It covers
+	// filterSnapLen is what the filter returns for frames with VLAN tags in
+	// the frame, which it leaves to user space to decode: the number of
+	// bytes of the frame the kernel copies into the ring. It covers
 	// Ethernet, two VLAN tags, an IPv6 header with a few extension headers,
 	// and a TCP header with options.
 	filterSnapLen = 256
+	// filterExtHeaders is how many IPv6 extension headers the filter walks
+	// to find the TCP header (and so the exact snap length, whatever their
+	// size). A longer chain is accepted whole (deepSnapLen) for user space.
+	filterExtHeaders = 8
+	// deepSnapLen is the snap length for an IPv6 chain longer than the
+	// filter walks: the whole packet (user space walks up to 16 headers).
+	deepSnapLen = 0xffff
 	// linkAllowance is what the filter adds for the link-layer header when
 	// it returns the exact length of the IP and TCP headers: it reads them
 	// relative to the network header and cannot see how long the link-layer
@@ -37,9 +44,13 @@ const (
 // Ethernet, loopback, tunnels and devices without a link-layer header.
 //
 //   - IPv4: protocol 6, fragment offset 0, port checked after the IHL.
-//   - IPv6: next header 6 with the port checked at net+40; next header
-//     hop-by-hop (0), routing (43), fragment (44) or destination options (60)
-//     is accepted without a port check, for user space to walk the chain.
+//   - IPv6: the extension header chain (hop-by-hop 0, routing 43,
+//     destination options 60, fragment 44) is walked, up to
+//     filterExtHeaders headers, to the TCP header, where the port is
+//     checked and the snap length measured, however long the chain: a
+//     fixed snap length would cut long chains before the TCP header. A
+//     non-first fragment is rejected, as in IPv4; any other next header
+//     too. A longer chain is accepted whole for user space.
 //   - 802.1Q and 802.1ad (a VLAN tag still in the frame, as on transmit
 //     without tag offload) are accepted for user space to decode.
 //
@@ -73,31 +84,63 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: linkAllowance})
 	a.add(bpf.RetA{})
 
-	a.label("ipv6")
-	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 1}) // next header
-	a.jeq(ipProtoTCP, "tcp6", "")
-	a.jeq(ipProtoHopOpts, "accept", "")
-	a.jeq(ipProtoRouting, "accept", "")
-	a.jeq(ipProtoFrag, "accept", "")
-	a.jeq(ipProtoDstOpts, "accept", "reject")
-
-	a.label("tcp6")
-	if port != 0 {
-		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header, Size: 2})
-		a.jeq(uint32(port), "tcp6len", "")
-		a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header + 2, Size: 2})
-		a.jeq(uint32(port), "", "reject")
-	}
-	a.label("tcp6len") // snap length: link allowance + 40 + TCP data offset*4
-	a.add(bpf.LoadAbsolute{Off: skfNetOff + ipv6Header + 12, Size: 1})
-	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
-	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
-	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: ipv6Header + linkAllowance})
-	a.add(bpf.RetA{})
-
 	a.label("accept")
 	a.add(bpf.RetConstant{Val: filterSnapLen})
 	a.label("reject")
+	a.add(bpf.RetConstant{Val: 0})
+
+	// IPv6. A = the next header, X = the offset (from the network header)
+	// of the header it names; M[0] keeps a next header while X moves on.
+	a.label("ipv6")
+	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 1})
+	a.add(bpf.LoadConstant{Dst: bpf.RegX, Val: ipv6Header})
+	for i := range filterExtHeaders {
+		ext, next := fmt.Sprintf("ext%d", i), fmt.Sprintf("hdr%d", i+1)
+		a.jeq(ipProtoTCP, "tcp6", "")
+		a.jeq(ipProtoHopOpts, ext, "")
+		a.jeq(ipProtoRouting, ext, "")
+		a.jeq(ipProtoDstOpts, ext, "")
+		a.jeq(ipProtoFrag, "", "reject6")
+		// Fragment header, 8 bytes: a non-first fragment has no TCP header.
+		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
+		a.jset(0xfff8, "reject6", "")
+		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 1})
+		a.add(bpf.StoreScratch{Src: bpf.RegA, N: 0})
+		a.add(bpf.TXA{})
+		a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: 8})
+		a.add(bpf.TAX{})
+		a.add(bpf.LoadScratch{Dst: bpf.RegA, N: 0})
+		a.jump(next)
+		// Options and routing headers: (hdr ext len + 1) * 8 bytes.
+		a.label(ext)
+		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 1})
+		a.add(bpf.StoreScratch{Src: bpf.RegA, N: 0})
+		a.add(bpf.LoadIndirect{Off: skfNetOff + 1, Size: 1})
+		a.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 3})
+		a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: 8})
+		a.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+		a.add(bpf.TAX{})
+		a.add(bpf.LoadScratch{Dst: bpf.RegA, N: 0})
+		a.label(next)
+	}
+	a.jeq(ipProtoTCP, "tcp6", "")
+	a.add(bpf.RetConstant{Val: deepSnapLen}) // a longer chain: for user space
+
+	a.label("tcp6") // X = offset of the TCP header
+	if port != 0 {
+		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2})
+		a.jeq(uint32(port), "tcp6len", "")
+		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
+		a.jeq(uint32(port), "", "reject6")
+	}
+	a.label("tcp6len") // snap length: link allowance + X + TCP data offset*4
+	a.add(bpf.LoadIndirect{Off: skfNetOff + 12, Size: 1})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+	a.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: linkAllowance})
+	a.add(bpf.RetA{})
+	a.label("reject6")
 	a.add(bpf.RetConstant{Val: 0})
 	return a.assemble()
 }
@@ -111,8 +154,9 @@ type asm struct {
 }
 
 type fixup struct {
-	at   int
-	t, f string
+	at     int
+	t, f   string
+	always bool // an unconditional jump to t
 }
 
 func (a *asm) add(ins bpf.Instruction) { a.prog = append(a.prog, ins) }
@@ -125,6 +169,12 @@ func (a *asm) label(name string) {
 }
 
 func (a *asm) jeq(val uint32, t, f string) { a.cond(bpf.JumpEqual, val, t, f) }
+
+// jump is an unconditional forward jump to label to.
+func (a *asm) jump(to string) {
+	a.fixups = append(a.fixups, fixup{at: len(a.prog), t: to, always: true})
+	a.add(bpf.Jump{})
+}
 
 func (a *asm) jset(bits uint32, t, f string) { a.cond(bpf.JumpBitsSet, bits, t, f) }
 
@@ -148,6 +198,10 @@ func (a *asm) assemble() ([]bpf.RawInstruction, error) {
 		t, err := skip(fx.at, fx.t)
 		if err != nil {
 			return nil, err
+		}
+		if fx.always {
+			a.prog[fx.at] = bpf.Jump{Skip: uint32(t)}
+			continue
 		}
 		ins := a.prog[fx.at].(bpf.JumpIf)
 		f, err := skip(fx.at, fx.f)

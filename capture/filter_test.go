@@ -38,6 +38,7 @@ func runFilter(t *testing.T, prog []bpf.RawInstruction, pkt []byte, net int, pro
 	}
 	sizes := map[uint16]int{0x00: 4, 0x08: 2, 0x10: 1} // BPF_W, BPF_H, BPF_B
 	var a, x uint32
+	var mem [16]uint32
 	for pc := 0; pc < len(prog); pc++ {
 		ins := prog[pc]
 		var ok bool
@@ -80,6 +81,18 @@ func runFilter(t *testing.T, prog []bpf.RawInstruction, pkt []byte, net int, pro
 			a += ins.K
 		case op == 0x0c: // BPF_ALU|BPF_ADD|BPF_X
 			a += x
+		case op == 0x64: // BPF_ALU|BPF_LSH|BPF_K
+			a <<= ins.K
+		case op == 0x01: // BPF_LDX|BPF_IMM
+			x = ins.K
+		case op == 0x02: // BPF_ST
+			mem[ins.K] = a
+		case op == 0x60: // BPF_LD|BPF_MEM
+			a = mem[ins.K]
+		case op == 0x07: // BPF_MISC|BPF_TAX
+			x = a
+		case op == 0x87: // BPF_MISC|BPF_TXA
+			a = x
 		case op == 0x06: // BPF_RET|BPF_K
 			return ins.K
 		case op == 0x16: // BPF_RET|BPF_A
@@ -107,7 +120,7 @@ func TestFilter(t *testing.T) {
 	var cases []tc
 	for name, f := range good {
 		want := portOnly
-		if len(f.vlans) != 0 || len(f.ext) != 0 {
+		if len(f.vlans) != 0 {
 			want = all // left to user space
 		}
 		cases = append(cases, tc{name: name, f: f, want: want})
@@ -129,6 +142,27 @@ func TestFilter(t *testing.T) {
 		tc{name: "ipv4 first fragment", f: with(base4, func(f *frame) { f.moreFrag = true }), want: portOnly},
 		tc{name: "arp", f: base4, proto: 0x0806, want: none},
 		tc{name: "qinq tag in band", f: with(base4, func(f *frame) { f.vlans = []uint16{etherTypeQinQ} }), want: all},
+		tc{name: "ipv6 240 bytes of extension headers", f: with(base6, func(f *frame) {
+			f.ext = []ext{{proto: ipProtoHopOpts, len: 80}, {proto: ipProtoDstOpts, len: 80}, {proto: ipProtoRouting, len: 80}}
+		}), want: portOnly},
+		tc{name: "ipv6 2 KB destination options", f: with(base6, func(f *frame) { f.ext = []ext{{proto: ipProtoDstOpts, len: 2048}} }), want: portOnly},
+		tc{name: "ipv6 eight extension headers", f: with(base6, func(f *frame) {
+			for range 4 {
+				f.ext = append(f.ext, ext{proto: ipProtoDstOpts, len: 8}, ext{proto: ipProtoFrag, len: 8})
+			}
+		}), want: portOnly},
+		tc{name: "ipv6 nine extension headers: left to user space", f: with(base6, func(f *frame) {
+			for range 9 {
+				f.ext = append(f.ext, ext{proto: ipProtoDstOpts, len: 8})
+			}
+		}), want: all},
+		tc{name: "ipv6 first fragment", f: with(base6, func(f *frame) { f.ext = []ext{{proto: ipProtoFrag, len: 8, more: true}} }), want: portOnly},
+		tc{name: "ipv6 non-first fragment", f: with(base6, func(f *frame) { f.ext = []ext{{proto: ipProtoFrag, len: 8, fragOff: 100}} }), want: none},
+		tc{name: "ipv6 dest options then udp", f: with(base6, func(f *frame) { f.ext = []ext{{proto: ipProtoDstOpts, len: 8}}; f.proto = 17 }), want: none},
+		tc{name: "ipv6 extension headers other port", f: with(base6, func(f *frame) {
+			f.ext = []ext{{proto: ipProtoHopOpts, len: 8}}
+			f.dst = netipPort(f.dst, other)
+		}), want: map[uint16]bool{0: true, other: true}},
 	)
 	for _, c := range cases {
 		b := c.f.build()
@@ -163,9 +197,9 @@ func TestFilter(t *testing.T) {
 
 // checkSnapLen checks the snap length the filter returned for frame b (f
 // built): the frame cut to it decodes exactly as the whole frame does, and
-// when the filter measured the headers itself (no VLAN tag in the frame, no
-// IPv6 extension header) it copies no more than the headers and the link
-// allowance.
+// when the filter measured the headers itself (no VLAN tag in the frame, at
+// most filterExtHeaders IPv6 extension headers) it copies no more than the
+// headers and the link allowance.
 func checkSnapLen(t *testing.T, what string, f frame, b []byte, snap uint32) {
 	t.Helper()
 	cut := b[:min(int(snap), len(b))]
@@ -175,8 +209,11 @@ func checkSnapLen(t *testing.T, what string, f frame, b []byte, snap uint32) {
 	if errWhole != errPart || whole != part {
 		t.Errorf("%s: cut to %d bytes decodes as %+v (%v), whole frame as %+v (%v)", what, snap, part, errPart, whole, errWhole)
 	}
-	if len(f.vlans) == 0 && len(f.ext) == 0 {
+	if len(f.vlans) == 0 && len(f.ext) <= filterExtHeaders {
 		ipLen := ipv6Header
+		for _, e := range f.ext {
+			ipLen += e.len
+		}
 		if f.src.Addr().Is4() {
 			ipLen = 20 + f.ipv4Opts
 		}

@@ -103,6 +103,7 @@ func (f *frame) build() []byte {
 		for i := ipv4MinHeader; i < ihl; i++ {
 			ip[i] = 1 // NOP option
 		}
+		setIPv4Checksum(ip)
 	} else {
 		etherType = etherTypeIPv6
 		ip = make([]byte, ipv6Header)
@@ -149,4 +150,17 @@ func (f *frame) build() []byte {
 	b = binary.BigEndian.AppendUint16(b, etherType)
 	b = append(b, ip...)
 	return append(b, tcp...)
+}
+
+// setIPv4Checksum sets the checksum of the IPv4 header h (IHL bytes).
+func setIPv4Checksum(h []byte) {
+	h[10], h[11] = 0, 0
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
 }

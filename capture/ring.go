@@ -21,6 +21,12 @@ const (
 	DefaultBlockTimeout = time.Millisecond
 	// MaxBlockTimeout bounds Config.BlockTimeout.
 	MaxBlockTimeout = time.Minute
+	// MaxWorkers bounds Config.Workers: a fanout group takes at most 256
+	// sockets (the kernel's default max_num_members).
+	MaxWorkers = 256
+	// MaxBlockSize and MaxRingSize bound Config.BlockSize and RingSize.
+	MaxBlockSize = 1 << 30
+	MaxRingSize  = 16 << 30
 )
 
 // Config configures Open. A nil *Config is invalid: Iface is required.
@@ -33,7 +39,7 @@ type Config struct {
 	Port uint16
 	// Workers is the number of rings, each read by its own goroutine and
 	// fed by a CPU fanout group (packets of CPU n go to ring n mod Workers).
-	// 0 means one per online CPU.
+	// 0 means one per online CPU (at most MaxWorkers). At most MaxWorkers.
 	Workers int
 	// BlockSize is the size in bytes of one ring block, the unit handed to
 	// Handler.Block. 0 means DefaultBlockSize. It must be a power of two and
@@ -59,8 +65,8 @@ func (cfg *Config) withDefaults() (Config, error) {
 	if c.Iface == "" {
 		return c, errors.New("capture: config: no interface")
 	}
-	if c.Workers < 0 {
-		return c, fmt.Errorf("capture: config: negative workers %d", c.Workers)
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		return c, fmt.Errorf("capture: config: workers %d out of range 0..%d", c.Workers, MaxWorkers)
 	}
 	if c.BlockSize == 0 {
 		c.BlockSize = DefaultBlockSize
@@ -75,8 +81,11 @@ func (cfg *Config) withDefaults() (Config, error) {
 	if c.BlockSize < page || c.BlockSize&(c.BlockSize-1) != 0 || c.BlockSize%page != 0 {
 		return c, fmt.Errorf("capture: config: block size %d is not a power of two and a multiple of the page size %d", c.BlockSize, page)
 	}
-	if c.BlockSize > 1<<30 {
-		return c, fmt.Errorf("capture: config: block size %d too large", c.BlockSize)
+	if c.BlockSize > MaxBlockSize {
+		return c, fmt.Errorf("capture: config: block size %d too large (at most %d)", c.BlockSize, MaxBlockSize)
+	}
+	if c.RingSize > MaxRingSize {
+		return c, fmt.Errorf("capture: config: ring size %d too large (at most %d)", c.RingSize, MaxRingSize)
 	}
 	if c.RingSize < 2*c.BlockSize || c.RingSize%c.BlockSize != 0 {
 		return c, fmt.Errorf("capture: config: ring size %d is not a multiple of at least two blocks of %d bytes", c.RingSize, c.BlockSize)
@@ -110,7 +119,7 @@ type Handler interface {
 }
 
 // Stats counts what the rings saw. Frames = Packets[0] + Packets[1] +
-// NotLocal + Truncated + Malformed + Filtered, once Run has returned.
+// NotLocal + Truncated + Malformed + Filtered + VLAN, once Run has returned.
 type Stats struct {
 	// Frames is the number of frames read from the rings.
 	Frames uint64
@@ -122,9 +131,15 @@ type Stats struct {
 	NotLocal uint64
 	// Truncated counts frames cut before the end of the TCP header.
 	Truncated uint64
-	// Malformed counts frames with bad IP/TCP header fields, and non-first
-	// fragments.
+	// Malformed counts frames the IP stack drops before TCP: bad IP/TCP
+	// header fields, a bad IPv4 header checksum, an IP length beyond the
+	// frame, more than two VLAN tags in the frame; and non-first fragments.
 	Malformed uint64
+	// VLAN counts received frames tagged for a VLAN that is not this
+	// interface's own traffic: a tag id none of the interface's VLAN
+	// devices has (at Open), which the stack drops, or a tag still in the
+	// frame (stacked VLANs). Capture on the VLAN device to log its traffic.
+	VLAN uint64
 	// Filtered counts frames that passed the kernel filter but, fully
 	// decoded, are not TCP on Config.Port (IPv6 extension chains, VLAN-tagged
 	// frames the filter could not look into).
@@ -135,6 +150,15 @@ type Stats struct {
 	// dropped ones), tp_drops (frames lost because the ring was full) and
 	// tp_freeze_q_cnt (times a ring ran out of free blocks).
 	KernelPackets, KernelDrops, KernelFreezes uint64
+	// KernelStatsErrors counts failed reads of PACKET_STATISTICS: the
+	// kernel counts above miss what those reads would have added, and a
+	// final drain without the count waits two block timeouts instead.
+	KernelStatsErrors uint64
+	// DrainLeft counts frames the kernel had put in the rings when Run was
+	// stopped that the final drain gave up waiting for (their blocks did
+	// not retire within two block timeouts and a second); they were not
+	// delivered.
+	DrainLeft uint64
 }
 
 // Capture is a set of AF_PACKET TPACKET_V3 rings on one interface, joined in

@@ -4,6 +4,7 @@ package capture
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -142,13 +144,13 @@ func (r *running) checkContract(t *testing.T) {
 	t.Logf("stats %+v; blocks %d, idle calls %d, per-worker steps back %d (max %v), max delivery delay %v",
 		st, r.rec.blocks, r.rec.idle, r.rec.backwards, time.Duration(r.rec.maxBack), r.rec.maxDelay)
 	got := st.Packets[tcp.DirIn] + st.Packets[tcp.DirOut]
-	if sum := got + st.NotLocal + st.Truncated + st.Malformed + st.Filtered; sum != st.Frames {
+	if sum := got + st.NotLocal + st.Truncated + st.Malformed + st.Filtered + st.VLAN; sum != st.Frames {
 		t.Errorf("frames %d != delivered + skipped %d", st.Frames, sum)
 	}
 	if n := uint64(len(r.rec.packets())); n != got {
 		t.Errorf("handler got %d packets, stats say %d", n, got)
 	}
-	if st.Truncated != 0 || st.Malformed != 0 {
+	if st.Truncated != 0 || st.Malformed != 0 || st.VLAN != 0 || st.KernelStatsErrors != 0 || st.DrainLeft != 0 {
 		t.Errorf("unexpected skips: %+v", st)
 	}
 	// The filter passes IPv6 packets with extension headers for user space to
@@ -172,7 +174,33 @@ func transfer(t *testing.T, client, server string, dst netip.Addr, port uint16, 
 	return transferOpts(t, client, server, dst, port, up, down, nil)
 }
 
-// transferOpts is transfer with IPv4 options on the client's packets.
+// dstOpts returns an IPv6 destination options header of n bytes (a
+// multiple of 8, at least 16), for IPV6_DSTOPTS: experimental options
+// (type 0x1e, "skip if unknown") of up to 58 bytes, at most 4 of them
+// (Linux accepts 8 per header), and the rest as padding (PadN of at most 7
+// bytes, as Linux wants).
+func dstOpts(n int) []byte {
+	h := make([]byte, n)
+	h[1] = byte(n/8 - 1)
+	off := 2
+	for k := 0; k < 4 && n-off >= 58+2; k++ {
+		h[off], h[off+1] = 0x1e, 56
+		off += 58
+	}
+	for n-off > 0 {
+		pad := min(n-off, 7)
+		if pad == 1 {
+			h[off] = 0 // Pad1
+		} else {
+			h[off], h[off+1] = 1, byte(pad-2)
+		}
+		off += pad
+	}
+	return h
+}
+
+// transferOpts is transfer with IPv4 options (IP_OPTIONS) or IPv6
+// destination options (IPV6_DSTOPTS) on the client's packets.
 func transferOpts(t *testing.T, client, server string, dst netip.Addr, port uint16, up, down int, ipOpts []byte) netip.AddrPort {
 	t.Helper()
 	var ln net.Listener
@@ -203,6 +231,10 @@ func transferOpts(t *testing.T, client, server string, dst netip.Addr, port uint
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
+				if dst.Is6() {
+					serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(ipOpts))
+					return
+				}
 				serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, string(ipOpts))
 			})
 			return errors.Join(err, serr)
@@ -232,7 +264,7 @@ func transferOpts(t *testing.T, client, server string, dst netip.Addr, port uint
 }
 
 func TestIntegrationVeth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	const port, otherPort = 5201, 5202
 	for _, tc := range []struct {
 		name   string
@@ -244,6 +276,11 @@ func TestIntegrationVeth(t *testing.T) {
 		// the ports after the options (IHL 7), through its SKF_NET_OFF loads.
 		{"ipv4 options", lab.A.Addr4, lab.B.Addr4, []byte{1, 1, 1, 1, 1, 1, 1, 0}},
 		{"ipv6", lab.A.Addr6, lab.B.Addr6, nil},
+		// 240 bytes of destination options on the client's packets: the
+		// kernel filter must walk them to the TCP header and copy all of
+		// it (a fixed snap length cut such packets and counted them
+		// Truncated).
+		{"ipv6 long destination options", lab.A.Addr6, lab.B.Addr6, dstOpts(240)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: port, Workers: 2})
@@ -305,7 +342,7 @@ func TestIntegrationVeth(t *testing.T) {
 }
 
 func TestIntegrationAllPortsSeesBoth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 1})
 	a := transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 7001, 10<<10, 10)
 	b := transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr6, 7002, 10<<10, 10)
@@ -321,7 +358,7 @@ func TestIntegrationAllPortsSeesBoth(t *testing.T) {
 }
 
 func TestIntegrationLoopback(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	for _, tc := range []struct {
 		name string
 		addr netip.Addr
@@ -369,7 +406,7 @@ func TestIntegrationLoopback(t *testing.T) {
 }
 
 func TestIntegrationCloseWhileBlocked(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	var c *Capture
 	if err := lab.A.Do(func() (err error) {
 		c, err = Open(&Config{Iface: lab.A.Iface, Workers: 2, BlockTimeout: 20 * time.Millisecond})
@@ -412,7 +449,7 @@ func TestIntegrationCloseWhileBlocked(t *testing.T) {
 }
 
 func TestIntegrationIdle(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 1, BlockTimeout: 2 * time.Millisecond})
 	for i := 0; i < 3; i++ {
 		select {
@@ -433,7 +470,7 @@ func TestIntegrationIdle(t *testing.T) {
 // TestIntegrationDrain checks that packets captured just before the stop
 // are delivered by the final drain.
 func TestIntegrationDrain(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 5300, Workers: 2, BlockTimeout: 10 * time.Millisecond})
 	transfer(t, lab.A.NetNS, lab.B.NetNS, lab.B.Addr4, 5300, 1000, 1000)
 	r.stop(t) // right after the last packet: its block has not retired yet
@@ -450,7 +487,7 @@ func TestIntegrationDrain(t *testing.T) {
 }
 
 func TestIntegrationNoInterface(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	err := lab.A.Do(func() error {
 		c, err := Open(&Config{Iface: "nosuch0"})
 		if err == nil {
@@ -466,7 +503,7 @@ func TestIntegrationNoInterface(t *testing.T) {
 // TestIntegrationPermission drops CAP_NET_RAW from one locked thread (Linux
 // capabilities are per thread) and opens a capture there.
 func TestIntegrationPermission(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	errc := make(chan error, 1)
 	go func() {
 		// The thread keeps its reduced capabilities: never unlock it, so it
@@ -516,7 +553,7 @@ func setLink(t *testing.T, nsPath, iface string, fn func(vnetlink.Link) error) {
 // TestIntegrationInterfaceDownUp checks that a ring survives its interface
 // going down (the socket reports ENETDOWN) and captures again once it is up.
 func TestIntegrationInterfaceDownUp(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: 7101, Workers: 1})
 	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkSetDown)
 	time.Sleep(100 * time.Millisecond)
@@ -536,7 +573,7 @@ func TestIntegrationInterfaceDownUp(t *testing.T) {
 // TestIntegrationInterfaceRemoved checks that Run fails with ErrNoInterface
 // when the interface is deleted under it, instead of waiting forever.
 func TestIntegrationInterfaceRemoved(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 2})
 	setLink(t, lab.A.NetNS, lab.A.Iface, vnetlink.LinkDel)
 	select {
@@ -546,5 +583,87 @@ func TestIntegrationInterfaceRemoved(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("run did not return after the interface was deleted")
+	}
+}
+
+// TestIntegrationStackDiscards injects, from B, frames that A's IP stack
+// drops before TCP: ACKs tagged with a VLAN A has no device for (the kernel
+// takes the tag out of the frame before the capture sees it, into
+// tp_vlan_tci), ACKs with three tags (two stay in the frame), a bad IPv4
+// header checksum, an IP length beyond the frame. None may be delivered;
+// each is counted (VLAN or Malformed). A good ACK is delivered.
+func TestIntegrationStackDiscards(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
+	const port = 5313
+	var macA net.HardwareAddr
+	if err := lab.A.Do(func() error {
+		ifi, err := net.InterfaceByName(lab.A.Iface)
+		if err == nil {
+			macA = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ack := frame{src: netip.AddrPortFrom(lab.B.Addr4, port), dst: netip.AddrPortFrom(lab.A.Addr4, 40000), flags: tcp.FlagACK, seq: 1, ack: 1, window: 100}
+	build := func(f frame, edit func([]byte)) []byte {
+		b := f.build()
+		copy(b[0:6], macA)
+		if edit != nil {
+			edit(b)
+		}
+		return b
+	}
+	tagged, three := ack, ack
+	tagged.vlans = []uint16{etherTypeVLAN}
+	three.vlans = []uint16{etherTypeVLAN, etherTypeVLAN, etherTypeVLAN}
+	ip := ethHeaderLen
+	frames := [][]byte{
+		build(ack, nil),
+		build(tagged, nil),
+		build(three, nil),
+		build(ack, func(b []byte) { b[ip+10] ^= 0x10 }),
+		build(ack, func(b []byte) {
+			binary.BigEndian.PutUint16(b[ip+2:], 1000)
+			setIPv4Checksum(b[ip : ip+20])
+		}),
+	}
+	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: port, Workers: 1})
+	if err := lab.B.Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifi, err := net.InterfaceByName(lab.B.Iface)
+		if err != nil {
+			return err
+		}
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], macA)
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for all five to be read (MLD and other link traffic may come too).
+	deadline := time.Now().Add(5 * time.Second)
+	for st := r.c.Stats(); st.Packets[tcp.DirIn]+st.VLAN+st.Malformed < 5; st = r.c.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("frames not seen: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.stop(t)
+	st := r.c.Stats()
+	if st.Packets[tcp.DirIn] != 1 || st.VLAN != 2 || st.Malformed != 2 {
+		t.Errorf("stats %+v: want 1 packet in, 2 VLAN, 2 malformed", st)
+	}
+	if pk := r.rec.packets(); len(pk) != 1 || pk[0].Src != ack.src {
+		t.Errorf("delivered %+v, want the good ACK only", pk)
 	}
 }

@@ -29,7 +29,9 @@ func TestConfigInvalid(t *testing.T) {
 	}{
 		{"nil", nil, "nil config"},
 		{"no interface", &Config{}, "no interface"},
-		{"negative workers", &Config{Iface: "x", Workers: -1}, "negative workers"},
+		{"negative workers", &Config{Iface: "x", Workers: -1}, "workers -1 out of range 0..256"},
+		{"too many workers", &Config{Iface: "x", Workers: 257}, "workers 257 out of range 0..256"},
+		{"huge ring", &Config{Iface: "x", RingSize: 32 << 30}, "ring size 34359738368 too large"},
 		{"block not power of two", &Config{Iface: "x", BlockSize: 3 * page}, "block size"},
 		{"block below page", &Config{Iface: "x", BlockSize: page / 2}, "block size"},
 		{"ring not multiple of block", &Config{Iface: "x", BlockSize: 2 * page, RingSize: 5 * page}, "ring size"},

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -44,7 +45,7 @@ type fixture struct {
 func newFixture(b *testing.B, n int) *fixture {
 	b.Helper()
 	raiseNofile(b, n+1024)
-	lab := netlab.NewT(b, netlab.Config{Name: "diagb"})
+	lab := labtest.NewT(b, netlab.Config{Name: "diagb"})
 	f := &fixture{ns: lab.A.NetNS}
 	ln := listen(b, f.ns, "tcp4", "127.0.0.1:0")
 	laddr := ln.Addr().(*net.TCPAddr).AddrPort()

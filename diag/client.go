@@ -32,12 +32,6 @@ type Stats struct {
 	// is reported as NoSocket), queries that cannot name a socket
 	// (invalid or mixed-family addresses), and malformed replies.
 	Errors uint64
-	// V4MappedRetries counts IPv4 queries asked again as AF_INET6 with
-	// v4-mapped addresses. The kernel (checked on 6.18) already finds a
-	// dual-stack socket's IPv4 connection through an AF_INET query, so
-	// Lookup never needs to; the counter stays 0 and is kept so that a
-	// dashboard can show it.
-	V4MappedRetries uint64
 	// Overruns counts the times the kernel reported that replies were
 	// dropped because the receive buffer was full (ENOBUFS); Resent counts
 	// the queries asked again because their reply was lost.

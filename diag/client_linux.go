@@ -3,11 +3,12 @@
 package diag
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -38,25 +39,58 @@ type mmsghdr struct {
 
 // Client looks up TCP sockets with NETLINK_SOCK_DIAG.
 //
-// Lookup and Close are not safe for concurrent use: use one Client per
-// goroutine. Stats is safe for concurrent use.
+// The socket is held by an *os.File and used through its RawConn, so
+// Close may be called while a Lookup runs, from any goroutine: it makes
+// that Lookup (and any later one) fail with an error wrapping
+// net.ErrClosed, and the descriptor is released only once no call uses it,
+// so a closed Client never writes to a descriptor number the process has
+// reused. Close does not wait for the Lookup.
+//
+// The socket is not on Go's netpoller, and there is no deadline, because
+// nothing in a lookup waits where a deadline could act: the kernel answers
+// every request inside the send, and replies are read without waiting. The
+// one wait there is, a send that sleeps inside the kernel on a socket's
+// lock while tcp_get_info reads it (an application in the middle of a
+// large send() holds it), is uninterruptible: neither a deadline nor a
+// close ends it. Registering the socket with the netpoller costs, measured
+// with BenchmarkLookupBatched, about 40% per socket (each batch of replies
+// wakes the netpoller's epoll thread), for no wait it could bound.
+//
+// Lookup is not safe for concurrent use: use one Client per goroutine.
+// Stats and Close are safe for concurrent use.
 type Client struct {
-	fd    atomic.Int64 // -1 once closed
-	batch int
-	seq   uint32
+	file   *os.File
+	conn   syscall.RawConn
+	closed atomic.Bool
+	batch  int
+	seq    uint32
 
 	sendBuf []byte // batch * requestLen
 	recvBuf []byte // batch * recvBufSize
 	iovs    []unix.Iovec
 	msgs    []mmsghdr
-	idx     []int32           // query index per slot of the batch in flight; -1 once answered
-	zones   map[string]uint32 // interface indexes by zone name
-	netns   string            // Config.NetNS, to resolve zone names in
+	idx     []int32            // query index per slot of the batch in flight; -1 once answered
+	zones   map[string]zone    // interface indexes by zone name
+	send    func([]byte) error // sends one batch: sendKernel, or a test's fake peer
+
+	// State of the raw-conn callbacks, made once so that Lookup does not
+	// allocate a closure per call.
+	sendFn, recvFn func(fd uintptr) bool
+	ioctlFn        func(fd uintptr)
+	out            []byte        // the batch sendFn writes
+	recvN          int           // messages recvFn read
+	errno          syscall.Errno // recvFn's and sendFn's result
+	ifr            *unix.Ifreq   // ioctlFn's request
 
 	stats struct {
-		lookups, batches, found, notEstablished, noSocket   atomic.Uint64
-		listener, errors, v4MappedRetries, overruns, resent atomic.Uint64
+		lookups, batches, found, notEstablished, noSocket atomic.Uint64
+		listener, errors, overruns, resent                atomic.Uint64
 	}
+}
+
+// zone is a resolved interface name.
+type zone struct {
+	index uint32
 }
 
 // Open opens a NETLINK_SOCK_DIAG socket in the calling thread's network
@@ -87,24 +121,99 @@ func Open(cfg *Config) (*Client, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("diag: open netlink socket: %w", err)
 	}
+	c, err := newClient(fd, batch)
+	if err != nil {
+		return nil, fmt.Errorf("diag: open netlink socket: %w", err)
+	}
+	return c, nil
+}
 
+// newClient makes a Client on fd, a datagram socket that answers requests
+// with netlink messages. The Client owns fd from now on, also on error.
+func newClient(fd, batch int) (*Client, error) {
 	c := &Client{
 		batch:   batch,
-		netns:   conf.NetNS,
 		sendBuf: make([]byte, batch*requestLen),
 		recvBuf: make([]byte, batch*recvBufSize),
 		iovs:    make([]unix.Iovec, batch),
 		msgs:    make([]mmsghdr, batch),
 		idx:     make([]int32, 0, batch),
 	}
-	c.fd.Store(int64(fd))
 	for j := range c.msgs {
 		c.iovs[j].Base = &c.recvBuf[j*recvBufSize]
 		c.iovs[j].SetLen(recvBufSize)
 		c.msgs[j].Hdr.Iov = &c.iovs[j]
 		c.msgs[j].Hdr.SetIovlen(1)
 	}
+	c.file = os.NewFile(uintptr(fd), "inet_diag")
+	conn, err := c.file.SyscallConn()
+	if err != nil {
+		c.file.Close()
+		return nil, err
+	}
+	c.conn = conn
+	c.send = c.sendKernel
+	c.sendFn = func(fd uintptr) bool {
+		for {
+			_, _, e := unix.Syscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.out[0])), uintptr(len(c.out)))
+			if e == unix.EINTR {
+				continue
+			}
+			c.errno = e
+			return true
+		}
+	}
+	c.recvFn = func(fd uintptr) bool {
+		for {
+			k, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])),
+				uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EINTR {
+				continue
+			}
+			c.recvN, c.errno = int(k), e
+			return true // never wait: every reply was queued during the send
+		}
+	}
+	c.ioctlFn = func(fd uintptr) {
+		c.errno = 0
+		if err := unix.IoctlIfreq(int(fd), unix.SIOCGIFINDEX, c.ifr); err != nil {
+			c.errno = unix.EINVAL
+			errors.As(err, &c.errno)
+		}
+	}
 	return c, nil
+}
+
+// sendKernel writes one batch of requests; the kernel answers them all
+// before the write returns.
+func (c *Client) sendKernel(b []byte) error {
+	c.out = b
+	c.errno = 0
+	if err := c.conn.Write(c.sendFn); err != nil {
+		return c.connErr("sendmsg", err)
+	}
+	if c.errno != 0 {
+		return fmt.Errorf("diag: lookup: %w", os.NewSyscallError("sendmsg", c.errno))
+	}
+	return nil
+}
+
+// recv reads the queued replies into c.msgs without waiting. It returns the
+// number of messages read and the syscall's errno.
+func (c *Client) recv() (int, syscall.Errno, error) {
+	c.recvN, c.errno = 0, 0
+	if err := c.conn.Read(c.recvFn); err != nil {
+		return 0, 0, c.connErr("recvmmsg", err)
+	}
+	return c.recvN, c.errno, nil
+}
+
+// connErr wraps an error of the raw conn: a closed Client's is net.ErrClosed.
+func (c *Client) connErr(op string, err error) error {
+	if errors.Is(err, os.ErrClosed) || c.closed.Load() {
+		return fmt.Errorf("diag: lookup: %w", net.ErrClosed)
+	}
+	return fmt.Errorf("diag: lookup: %s: %w", op, err)
 }
 
 // setup binds the socket and sizes its buffers for a batch.
@@ -164,14 +273,13 @@ func (c *Client) Lookup(qs []tcp.Query, out []tcp.Snapshot) error {
 	if len(out) < len(qs) {
 		return fmt.Errorf("diag: lookup: %d queries but room for %d snapshots", len(qs), len(out))
 	}
-	fd := int(c.fd.Load())
-	if fd < 0 {
+	if c.closed.Load() {
 		return fmt.Errorf("diag: lookup: %w", net.ErrClosed)
 	}
 	c.stats.lookups.Add(uint64(len(qs)))
 	for start := 0; start < len(qs); start += c.batch {
 		end := min(start+c.batch, len(qs))
-		if err := c.lookupBatch(fd, qs[start:end], out[start:end]); err != nil {
+		if err := c.lookupBatch(qs[start:end], out[start:end]); err != nil {
 			return err
 		}
 	}
@@ -183,7 +291,7 @@ type counts struct {
 	found, notEstablished, noSocket, listener, errors, overruns, resent, batches uint64
 }
 
-func (c *Client) lookupBatch(fd int, qs []tcp.Query, out []tcp.Snapshot) error {
+func (c *Client) lookupBatch(qs []tcp.Query, out []tcp.Snapshot) error {
 	var n counts
 	defer c.addCounts(&n)
 
@@ -204,7 +312,7 @@ func (c *Client) lookupBatch(fd int, qs []tcp.Query, out []tcp.Snapshot) error {
 		if round > 0 {
 			n.resent += uint64(before)
 		}
-		if err := c.roundTrip(fd, qs, out, &n); err != nil {
+		if err := c.roundTrip(qs, out, &n); err != nil {
 			return err
 		}
 		if len(c.idx) == before {
@@ -216,7 +324,7 @@ func (c *Client) lookupBatch(fd int, qs []tcp.Query, out []tcp.Snapshot) error {
 
 // roundTrip sends the queries named by c.idx in one sendmsg, reads the
 // replies and leaves in c.idx those whose reply was lost.
-func (c *Client) roundTrip(fd int, qs []tcp.Query, out []tcp.Snapshot, n *counts) error {
+func (c *Client) roundTrip(qs []tcp.Query, out []tcp.Snapshot, n *counts) error {
 	cnt := len(c.idx)
 	base := c.seq
 	c.seq += uint32(cnt)
@@ -230,16 +338,8 @@ func (c *Client) roundTrip(fd int, qs []tcp.Query, out []tcp.Snapshot, n *counts
 		putRequest(c.sendBuf[slot*requestLen:], base+uint32(slot), &r)
 	}
 
-	buf := c.sendBuf[:cnt*requestLen]
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return fmt.Errorf("diag: lookup: %w", os.NewSyscallError("sendmsg", e))
-		}
-		break
+	if err := c.send(c.sendBuf[:cnt*requestLen]); err != nil {
+		return err
 	}
 	n.batches++
 	// The kernel has answered every request by now: sock_diag runs in
@@ -251,11 +351,9 @@ func (c *Client) roundTrip(fd int, qs []tcp.Query, out []tcp.Snapshot, n *counts
 
 	pending := cnt
 	for pending > 0 {
-		k, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&c.msgs[0])),
-			uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
-		runtime.KeepAlive(c)
-		if e == unix.EINTR {
-			continue
+		k, e, err := c.recv()
+		if err != nil {
+			return err
 		}
 		if e == unix.EAGAIN {
 			break // the rest were lost
@@ -267,7 +365,7 @@ func (c *Client) roundTrip(fd int, qs []tcp.Query, out []tcp.Snapshot, n *counts
 		if e != 0 {
 			return fmt.Errorf("diag: lookup: %w", os.NewSyscallError("recvmmsg", e))
 		}
-		for j := 0; j < int(k); j++ {
+		for j := 0; j < k; j++ {
 			l := min(int(c.msgs[j].Len), recvBufSize)
 			pending -= c.handleDatagram(c.recvBuf[j*recvBufSize:j*recvBufSize+l], base, cnt, out, n)
 		}
@@ -333,8 +431,11 @@ func (c *Client) handleDatagram(d []byte, base uint32, cnt int, out []tcp.Snapsh
 	}
 }
 
-// zoneIndex resolves the interface name in a link-local IPv6 query's zone;
-// names are remembered per Client.
+// zoneIndex resolves the interface name in a link-local IPv6 query's zone,
+// in the socket's own network namespace (SIOCGIFINDEX on the netlink
+// socket: no thread changes namespace). Names found are remembered per
+// Client; a name not found is asked again next time, so an interface made
+// later is found.
 func (c *Client) zoneIndex(q tcp.Query) uint32 {
 	z := q.Local.Addr().Zone()
 	if z == "" {
@@ -343,21 +444,22 @@ func (c *Client) zoneIndex(q tcp.Query) uint32 {
 	if z == "" {
 		return 0
 	}
-	if i, ok := c.zones[z]; ok {
-		return i
+	if e, ok := c.zones[z]; ok {
+		return e.index
 	}
-	// Names are resolved in the socket's namespace.
-	var idx uint32
-	_ = netns.Do(c.netns, func() error {
-		if ifi, err := net.InterfaceByName(z); err == nil {
-			idx = uint32(ifi.Index)
-		}
-		return nil
-	})
+	ifr, err := unix.NewIfreq(z)
+	if err != nil {
+		return 0 // too long to be an interface name
+	}
+	c.ifr = ifr
+	if err := c.conn.Control(c.ioctlFn); err != nil || c.errno != 0 {
+		return 0
+	}
+	idx := ifr.Uint32()
 	if c.zones == nil {
-		c.zones = make(map[string]uint32)
+		c.zones = make(map[string]zone)
 	}
-	c.zones[z] = idx
+	c.zones[z] = zone{index: idx}
 	return idx
 }
 
@@ -389,21 +491,20 @@ func (c *Client) Stats() Stats {
 		NoSocket:        s.noSocket.Load(),
 		ListenerReplies: s.listener.Load(),
 		Errors:          s.errors.Load(),
-		V4MappedRetries: s.v4MappedRetries.Load(),
 		Overruns:        s.overruns.Load(),
 		Resent:          s.resent.Load(),
 	}
 }
 
-// Close closes the socket. It is idempotent; it must not be called while a
-// Lookup on the same Client is running.
+// Close closes the socket. It is idempotent and safe for concurrent use,
+// also while a Lookup runs: that Lookup fails with an error wrapping
+// net.ErrClosed, and the descriptor is released once no call uses it.
 func (c *Client) Close() error {
-	fd := c.fd.Swap(-1)
-	if fd < 0 {
+	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if err := unix.Close(int(fd)); err != nil {
-		return fmt.Errorf("diag: close: %w", os.NewSyscallError("close", err))
+	if err := c.file.Close(); err != nil {
+		return fmt.Errorf("diag: close: %w", err)
 	}
 	return nil
 }

@@ -34,8 +34,11 @@
 //
 // # Concurrency
 //
-// A Client is not safe for concurrent use: give each goroutine its own.
-// Client.Stats may be called from any goroutine.
+// A Client's Lookup is not safe for concurrent use: give each goroutine its
+// own Client. Client.Stats and Client.Close may be called from any
+// goroutine; a Close during a Lookup makes it fail with net.ErrClosed, and
+// the socket's descriptor is released only once the Lookup is out of its
+// system call, so it is never reused under it.
 //
 // # Privileges
 //

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -150,7 +151,7 @@ func waitState(t testing.TB, c *Client, q tcp.Query, state uint8) tcp.Snapshot {
 // newLab builds a lab and returns it; it skips without root.
 func newLab(t testing.TB) *netlab.Lab {
 	t.Helper()
-	return netlab.NewT(t, netlab.Config{})
+	return labtest.NewT(t, netlab.Config{})
 }
 
-func netlabRoot(t testing.TB) { t.Helper(); netlab.RequireRoot(t) }
+func netlabRoot(t testing.TB) { t.Helper(); labtest.RequireRoot(t) }

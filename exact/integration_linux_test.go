@@ -19,6 +19,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -135,7 +136,7 @@ func send(t *testing.T, h *netlab.Host, addr string, n int64) netip.AddrPort {
 // listener and the request socket), as SIFTR does. After-the-fact lookups
 // lose many more (see bench/).
 func TestIntegrationShortConnections(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	client := start(t, open(t, &lab.A, Config{Port: 5201}))
 	server := start(t, open(t, &lab.B, Config{Port: 5201}))
@@ -181,7 +182,7 @@ func TestIntegrationShortConnections(t *testing.T) {
 // every N-th of its counted segments, both directions together.
 func TestIntegrationPPLPerSocket(t *testing.T) {
 	const ppl = 5
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "[::]:5201")
 	r := start(t, open(t, &lab.A, Config{Port: 5201, PPL: ppl}))
 	var clients []netip.AddrPort
@@ -214,7 +215,7 @@ func TestIntegrationPPLPerSocket(t *testing.T) {
 // reader starts: the segments it had no room for are malloc skips, and the
 // identity holds.
 func TestIntegrationTinyRingBuffer(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	src := open(t, &lab.A, Config{Port: 5201, RingBytes: MinRingBytes})
 	send(t, &lab.A, "10.77.0.2:5201", 1<<20) // far more records than a page holds
@@ -234,7 +235,7 @@ func TestIntegrationTinyRingBuffer(t *testing.T) {
 // leaves nothing attached, and that two probes on one interface do not
 // disturb each other.
 func TestIntegrationDetach(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	var ifindex int
 	lab.A.Do(func() error {
@@ -308,7 +309,7 @@ func attached(t *testing.T, h *netlab.Host, ifindex int) string {
 // would (named after a process that no longer exists): the next probe in
 // tc mode removes it, and leaves other filters alone.
 func TestIntegrationStaleFilters(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	first := open(t, &lab.A, Config{Attach: AttachTC})
 	var stale, live *netlink.BpfFilter
 	err := lab.A.Do(func() error {
@@ -360,7 +361,7 @@ func TestIntegrationStaleFilters(t *testing.T) {
 // TestOpenErrors: an unknown interface and bad settings are errors before
 // anything is attached.
 func TestOpenErrors(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	if _, err := Open(&Config{Iface: "nosuch0"}); !errors.Is(err, ErrNoInterface) {
 		t.Errorf("unknown interface: %v, want ErrNoInterface", err)
 	}
@@ -382,7 +383,7 @@ func unsafeSizeofEvent() uintptr { return unsafe.Sizeof(probeEvent{}) + 8 }
 // interface does not have: none is counted as a packet or logged; they are
 // counted as malformed and not local.
 func TestIntegrationDiscardedFrames(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	var c net.Conn
 	if err := lab.A.Do(func() (err error) { c, err = net.Dial("tcp", "10.77.0.2:5201"); return err }); err != nil {

@@ -6,12 +6,10 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
 	"runtime"
-	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
@@ -35,9 +33,11 @@ const flushSize = 1 << 20
 // Workers means its default.
 type WriterConfig struct {
 	// Path is the log file. "-" means Stdout. Any other path is opened
-	// O_WRONLY|O_APPEND|O_CREATE|O_NOFOLLOW|O_CLOEXEC with mode 0644 (less
-	// the umask): an existing log is appended to, never truncated; a symbolic
-	// link or a directory is refused.
+	// for appending with OpenFile's rules (never through a symbolic link,
+	// created 0644 less the umask, a regular file or a character device
+	// only: a FIFO, socket or directory is refused) and, if it is a regular
+	// file, locked against a second writer (flock): an existing log is
+	// appended to, never truncated.
 	Path string
 	// Stdout is where records go when Path is "-"; nil means os.Stdout.
 	Stdout io.Writer
@@ -67,6 +67,11 @@ type WriterConfig struct {
 	// OnRecord, if set, is called with every record as it is formatted, in
 	// output order, on the writer's goroutine; r is valid only during the call.
 	OnRecord func(r *correlate.Record)
+	// OnWarning, if set, is called with a one-line message (no trailing
+	// newline) for a problem that does not stop the writer: the log file
+	// was deleted while open (said once per file). It runs on the writer's
+	// goroutine.
+	OnWarning func(msg string)
 }
 
 // WriterStats are a Writer's counters. All counts are since OpenWriter.
@@ -81,7 +86,10 @@ type WriterStats struct {
 	Forced           uint64 // records written before the watermarks allowed, because MaxHeld was reached
 	Late             uint64 // records written after a record with a later time: out of order
 	WriteErrors      uint64 // failed writes
-	LostToWriteError uint64 // records formatted but not written because a write failed
+	LostToWriteError uint64 // records formatted but not in the log because a write failed
+	// LogUnlinked counts the times the open log file was found deleted
+	// (its link count 0): records went to a file no one can see.
+	LogUnlinked uint64
 	// Staleness is the distribution of snapshot time minus packet time of
 	// the records handled, in nanoseconds.
 	Staleness hist.Snapshot
@@ -130,12 +138,17 @@ var ErrClosed = errors.New("output: writer closed")
 //
 // # Write errors
 //
-// A failed write (ENOSPC, EIO...) is counted, the records it held are counted
-// as lost, and the writer goes on draining the queue and trying to write, so
-// producers never block. Err returns the first such error; Close returns it too.
+// A failed write (ENOSPC, EIO...) is counted, the records it held that did
+// not reach the log are counted as lost, and the writer goes on draining the
+// queue and trying to write, so producers never block. The log stays made of
+// whole lines: a line cut by the failure is truncated away (or, on a pipe,
+// ended before the next write), and Records and LostToWriteError count
+// exactly the records that are and are not in it. The disable line counts
+// the lost records as skipped (malloc), per direction, so that its identity
+// holds for the lines in the log. Err returns the first such error; Close
+// returns it too.
 type Writer struct {
 	format        Format
-	path          string
 	delay         int64
 	queueLen      int
 	queueRecs     int
@@ -164,23 +177,22 @@ type Writer struct {
 	closeEr error
 
 	// Owned by the writer goroutine once started (by Start/Close/Reopen before).
-	file     *os.File  // nil when writing to Stdout
-	out      io.Writer // file or Stdout
-	heap     []*batch
-	seq      uint64
-	held     int
+	sink     *sink
+	merge    *merge
 	cur      []int64 // watermarks in force
 	buf      []byte
-	bufRecs  int
-	lastTime int64
-	torn     bool // the last failed write left a partial line
+	recEnds  []int   // end offset in buf of each record's line
+	recDirs  []uint8 // direction of each record in buf
+	lostDir  [2]uint64
 	onRecord func(*correlate.Record)
+	emitFn   func(*correlate.Record) // w.emit, made once
+	doneFn   func(*batch)            // w.putBatch, made once
 
-	records, bytes, rejected, forced, late atomic.Uint64
-	writeErrors, lost                      atomic.Uint64
-	heldN                                  atomic.Int64
-	stale                                  hist.Histogram
-	err                                    atomic.Pointer[error]
+	records, rejected, forced, late atomic.Uint64
+	writeErrors, lost               atomic.Uint64
+	heldN                           atomic.Int64
+	stale                           hist.Histogram
+	err                             atomic.Pointer[error]
 }
 
 const (
@@ -229,7 +241,6 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	}
 	w := &Writer{
 		format:        cfg.Format,
-		path:          cfg.Path,
 		delay:         int64(cfg.Delay),
 		queueLen:      cfg.QueueLen,
 		queueRecs:     cfg.QueueRecords,
@@ -268,18 +279,14 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	if cfg.Path == "" {
 		return nil, errors.New(`output: WriterConfig.Path is empty (use "-" for standard output)`)
 	}
-	if cfg.Path == "-" {
-		w.out = cfg.Stdout
-		if w.out == nil {
-			w.out = os.Stdout
-		}
-	} else {
-		f, err := openLog(cfg.Path)
-		if err != nil {
-			return nil, err
-		}
-		w.file, w.out = f, f
+	s, err := openSink(cfg.Path, cfg.Stdout, cfg.OnWarning)
+	if err != nil {
+		return nil, err
 	}
+	w.sink = s
+	w.merge = newMerge(w.delay, w.maxHeld)
+	w.emitFn = w.emit
+	w.doneFn = w.putBatch
 
 	w.queue = make(chan *batch, w.queueLen)
 	w.marks = make([]workerMark, cfg.Workers)
@@ -292,29 +299,7 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	w.closing = make(chan struct{})
 	w.done = make(chan struct{})
 	w.buf = make([]byte, 0, flushSize+64<<10)
-	w.lastTime = math.MinInt64
 	return w, nil
-}
-
-// openLog opens path for appending, with errors that say what is wrong.
-func openLog(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
-	if err == nil {
-		return f, nil
-	}
-	switch {
-	case errors.Is(err, syscall.ELOOP):
-		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
-			return nil, fmt.Errorf("output: log file %s is a symbolic link; refusing to follow it: %w", path, err)
-		}
-	case errors.Is(err, syscall.EISDIR):
-		return nil, fmt.Errorf("output: log file %s is a directory: %w", path, err)
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("output: cannot create log file %s: its directory does not exist: %w", path, err)
-	case errors.Is(err, os.ErrPermission):
-		return nil, fmt.Errorf("output: cannot open log file %s: permission denied: %w", path, err)
-	}
-	return nil, fmt.Errorf("output: open log file: %w", err)
 }
 
 // Start writes the header (none if h is nil) and starts the writer
@@ -481,31 +466,7 @@ func (w *Writer) accept(b *batch) {
 		w.putBatch(b)
 		return
 	}
-	if !sortedByTime(b.recs) {
-		slices.SortStableFunc(b.recs, func(x, y correlate.Record) int {
-			switch {
-			case x.Pkt.Time < y.Pkt.Time:
-				return -1
-			case x.Pkt.Time > y.Pkt.Time:
-				return 1
-			}
-			return 0
-		})
-	}
-	b.pos = 0
-	b.seq = w.seq
-	w.seq++
-	w.held += len(b.recs)
-	w.push(b)
-}
-
-func sortedByTime(recs []correlate.Record) bool {
-	for i := 1; i < len(recs); i++ {
-		if recs[i].Pkt.Time < recs[i-1].Pkt.Time {
-			return false
-		}
-	}
-	return true
+	w.merge.add(b)
 }
 
 // step applies the watermarks and writes what they allow.
@@ -520,27 +481,18 @@ func (w *Writer) step() {
 	for n := len(w.queue); n > 0; n-- {
 		w.accept(<-w.queue)
 	}
-	low := int64(math.MaxInt64)
-	for _, m := range w.cur {
-		low = min(low, m)
-	}
-	if low != math.MinInt64 {
-		limit := low - w.delay
-		if limit > low { // overflow near MinInt64
-			limit = math.MinInt64
-		}
-		for len(w.heap) > 0 && w.heap[0].head() <= limit {
-			w.emitTop()
-		}
-	}
-	for w.held > w.maxHeld {
-		w.emitTop()
-		w.forced.Add(1)
-	}
-	w.heldN.Store(int64(w.held))
+	w.merge.release(w.cur, w.emitFn, w.doneFn)
+	w.syncCounts()
 	if len(w.buf) >= flushSize {
 		w.writeOut()
 	}
+}
+
+// syncCounts publishes the merge's counters for Stats.
+func (w *Writer) syncCounts() {
+	w.heldN.Store(int64(w.merge.held))
+	w.forced.Store(w.merge.forced)
+	w.late.Store(w.merge.late)
 }
 
 // finish writes everything at Close: the queue, the held records, the footer.
@@ -554,16 +506,22 @@ func (w *Writer) finish() {
 		}
 		break
 	}
-	for len(w.heap) > 0 {
-		w.emitTop()
+	w.merge.drain(w.emitFn, w.doneFn)
+	w.syncCounts()
+	// Write the records first, so that the footer can count exactly the
+	// ones that did not reach the log.
+	if len(w.buf) > 0 {
+		w.writeOut()
 	}
-	w.heldN.Store(0)
 	w.mu.Lock()
 	footer := w.footer
 	w.mu.Unlock()
 	if footer != nil {
 		if f := footer(); f != nil {
-			w.buf = w.format.AppendFooter(w.buf, f)
+			ff := *f
+			ff.Counts.SkipMalloc[0] += w.lostDir[0]
+			ff.Counts.SkipMalloc[1] += w.lostDir[1]
+			w.buf = w.format.AppendFooter(w.buf, &ff)
 		}
 	}
 	if len(w.buf) > 0 {
@@ -571,72 +529,38 @@ func (w *Writer) finish() {
 	}
 }
 
-func (b *batch) head() int64 { return b.recs[b.pos].Pkt.Time }
-
-// emitTop formats the oldest held record.
-func (w *Writer) emitTop() {
-	b := w.heap[0]
-	r := &b.recs[b.pos]
-	if r.Pkt.Time < w.lastTime {
-		w.late.Add(1)
-	} else {
-		w.lastTime = r.Pkt.Time
-	}
+// emit formats a record the merge released.
+func (w *Writer) emit(r *correlate.Record) {
 	w.stale.Record(r.Staleness())
 	if w.onRecord != nil {
 		w.onRecord(r)
 	}
 	w.buf = w.format.AppendRecord(w.buf, r)
-	w.bufRecs++
-	w.held--
-	b.pos++
-	if b.pos == len(b.recs) {
-		w.pop()
-		w.putBatch(b)
-	} else {
-		w.down(0)
-	}
+	w.recEnds = append(w.recEnds, len(w.buf))
+	w.recDirs = append(w.recDirs, uint8(r.Pkt.Dir&1))
 	if len(w.buf) >= flushSize {
 		w.writeOut()
 	}
 }
 
-// writeOut writes the buffer. On failure its records are counted as lost.
+// writeOut writes the buffer. If the write fails, the records whose lines
+// did not reach the log are counted as lost, by direction.
 func (w *Writer) writeOut() {
-	if w.torn {
-		// A failed write left part of a line: end it, so the next line is whole.
-		if _, err := w.out.Write([]byte{'\n'}); err != nil {
-			w.failWrite(err)
-			return
-		}
-		w.bytes.Add(1)
-		w.torn = false
-	}
-	n, err := w.out.Write(w.buf)
-	w.bytes.Add(uint64(n))
+	n, err := w.sink.Write(w.buf)
+	// Records whose line ends within the n bytes in the log were written.
+	k := sort.SearchInts(w.recEnds, n+1)
+	w.records.Add(uint64(k))
 	if err != nil {
-		w.torn = n > 0 && w.buf[n-1] != '\n'
-		w.failWrite(err)
-		return
+		w.writeErrors.Add(1)
+		w.lost.Add(uint64(len(w.recEnds) - k))
+		for _, d := range w.recDirs[k:] {
+			w.lostDir[d]++
+		}
+		w.setErr(fmt.Errorf("output: write %s: %w", w.sink.name(), err))
 	}
-	w.records.Add(uint64(w.bufRecs))
 	w.buf = w.buf[:0]
-	w.bufRecs = 0
-}
-
-func (w *Writer) failWrite(err error) {
-	w.writeErrors.Add(1)
-	w.lost.Add(uint64(w.bufRecs))
-	w.setErr(fmt.Errorf("output: write %s: %w", w.name(), err))
-	w.buf = w.buf[:0]
-	w.bufRecs = 0
-}
-
-func (w *Writer) name() string {
-	if w.file == nil {
-		return "standard output"
-	}
-	return w.path
+	w.recEnds = w.recEnds[:0]
+	w.recDirs = w.recDirs[:0]
 }
 
 func (w *Writer) setErr(err error) {
@@ -682,18 +606,8 @@ func (w *Writer) reopen() error {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
-	if w.file == nil {
-		return nil
-	}
-	f, err := openLog(w.path)
-	if err != nil {
+	if err := w.sink.Reopen(); err != nil {
 		return fmt.Errorf("output: reopen: %w", err)
-	}
-	old := w.file
-	w.file, w.out = f, f
-	w.torn = false
-	if err := old.Close(); err != nil {
-		return fmt.Errorf("output: close rotated log %s: %w", w.path, err)
 	}
 	return nil
 }
@@ -728,13 +642,8 @@ func (w *Writer) Close(footer func() *Footer) error {
 		<-w.done
 	}
 	err := w.loadErr()
-	if w.file != nil {
-		if serr := w.file.Sync(); serr != nil && !errors.Is(serr, syscall.EINVAL) && !errors.Is(serr, syscall.ENOTSUP) && err == nil {
-			err = fmt.Errorf("output: sync %s: %w", w.path, serr)
-		}
-		if cerr := w.file.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("output: close %s: %w", w.path, cerr)
-		}
+	if cerr := w.sink.Close(); cerr != nil && err == nil {
+		err = cerr
 	}
 	w.closeEr = err
 	return err
@@ -745,7 +654,7 @@ func (w *Writer) Stats() WriterStats {
 	r := w.reserved.Load()
 	return WriterStats{
 		Records:          w.records.Load(),
-		Bytes:            w.bytes.Load(),
+		Bytes:            w.sink.bytes.Load(),
 		QueueDepth:       int(r >> 32),
 		QueueCap:         w.queueLen,
 		QueueRecords:     int(r & 0xffffffff),
@@ -755,56 +664,7 @@ func (w *Writer) Stats() WriterStats {
 		Late:             w.late.Load(),
 		WriteErrors:      w.writeErrors.Load(),
 		LostToWriteError: w.lost.Load(),
+		LogUnlinked:      w.sink.unlinked.Load(),
 		Staleness:        w.stale.Snapshot(),
-	}
-}
-
-// Heap of batches ordered by (time of next record, arrival).
-
-func (w *Writer) less(i, j int) bool {
-	a, b := w.heap[i], w.heap[j]
-	ta, tb := a.head(), b.head()
-	return ta < tb || (ta == tb && a.seq < b.seq)
-}
-
-func (w *Writer) push(b *batch) {
-	w.heap = append(w.heap, b)
-	i := len(w.heap) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !w.less(i, p) {
-			break
-		}
-		w.heap[i], w.heap[p] = w.heap[p], w.heap[i]
-		i = p
-	}
-}
-
-func (w *Writer) pop() {
-	n := len(w.heap) - 1
-	w.heap[0] = w.heap[n]
-	w.heap[n] = nil
-	w.heap = w.heap[:n]
-	if n > 0 {
-		w.down(0)
-	}
-}
-
-func (w *Writer) down(i int) {
-	n := len(w.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && w.less(r, l) {
-			m = r
-		}
-		if !w.less(m, i) {
-			return
-		}
-		w.heap[i], w.heap[m] = w.heap[m], w.heap[i]
-		i = m
 	}
 }

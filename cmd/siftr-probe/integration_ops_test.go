@@ -26,7 +26,9 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
 
@@ -34,7 +36,7 @@ import (
 type liveProbe struct {
 	t              *testing.T
 	args           []string
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -189,7 +191,7 @@ func settle(t *testing.T, addr string) map[string]float64 {
 func TestIntegrationMetrics(t *testing.T) { forEachState(t, testMetrics) }
 
 func testMetrics(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	logfile := filepath.Join(t.TempDir(), "siftr.log")
 	p := startProbe(t, []string{"--state", state, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
@@ -265,7 +267,7 @@ func testMetrics(t *testing.T, state string) {
 // TestIntegrationMetricsAddrInUse: a busy metrics address is a set-up
 // error, reported in one line before anything is captured.
 func TestIntegrationMetricsAddrInUse(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +308,7 @@ func parseLog(t *testing.T, path string) *siftrlog.Log {
 func TestIntegrationNetNSEquivalence(t *testing.T) { forEachState(t, testNetNSEquivalence) }
 
 func testNetNSEquivalence(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	// Connect before the probes start and close after they stop: then every
 	// packet they see belongs to an established socket, and neither probe
@@ -493,7 +495,7 @@ func objectKeys(line []byte) ([]string, error) {
 func TestIntegrationJSONL(t *testing.T) { forEachState(t, testJSONL) }
 
 func testJSONL(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	p := startProbe(t, []string{"--state", state, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
 		"--format", "jsonl", "--logfile", "-"}, nil)
@@ -625,7 +627,7 @@ func testJSONL(t *testing.T, state string) {
 func TestIntegrationSIGHUPReopen(t *testing.T) { forEachState(t, testSIGHUPReopen) }
 
 func testSIGHUPReopen(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 50e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 50e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	logfile := filepath.Join(dir, "siftr.log")
@@ -698,7 +700,7 @@ func testSIGHUPReopen(t *testing.T, state string) {
 // TestIntegrationHealthzWriteError fills the log's file system during a
 // run: /healthz turns 503 and says why, and the metrics count the errors.
 func TestIntegrationHealthzWriteError(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
 
@@ -28,24 +30,6 @@ func TestMain(m *testing.M) {
 		return
 	}
 	os.Exit(m.Run())
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // probeRun is one run of the command.
@@ -64,7 +48,7 @@ func runProbe(t *testing.T, args []string, drive func()) *probeRun {
 	args = append(args, "--logfile", logfile, "--status-interval", "200ms")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, &stdout, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -179,7 +163,7 @@ func TestIntegrationTransferV4V6(t *testing.T) { forEachState(t, testTransferV4V
 func testTransferV4V6(t *testing.T, state string) {
 	// The rate limit keeps each connection established for a few hundred
 	// milliseconds, so that most snapshots are of an established socket.
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	listen(t, &lab.B, "[::]:5202")
 	var c4, c6 netip.AddrPort
@@ -254,7 +238,7 @@ func testTransferV4V6(t *testing.T, state string) {
 func TestIntegrationLinkLocal(t *testing.T) { forEachState(t, testLinkLocal) }
 
 func testLinkLocal(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	server := netip.AddrPortFrom(lab.B.LinkLocal, 5201)
 	var client netip.AddrPort
@@ -287,7 +271,7 @@ func testLinkLocal(t *testing.T, state string) {
 func TestIntegrationDualStackServer(t *testing.T) { forEachState(t, testDualStackServer) }
 
 func testDualStackServer(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "[::]:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--state", state, "--iface", lab.B.Iface, "--port", "5201", "--netns", lab.B.NetNS}, func() {
@@ -319,7 +303,7 @@ func TestIntegrationPPL(t *testing.T) { forEachState(t, testPPL) }
 
 func testPPL(t *testing.T, state string) {
 	const ppl = 7
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	r := runProbe(t, []string{"--state", state, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--ppl", fmt.Sprint(ppl)}, func() {
 		send(t, &lab.A, "10.77.0.2:5201", 2<<20)
@@ -365,7 +349,7 @@ func testPPL(t *testing.T, state string) {
 func TestIntegrationLoopback(t *testing.T) { forEachState(t, testLoopback) }
 
 func testLoopback(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	listen(t, &lab.A, "127.0.0.1:5201")
 	var client netip.AddrPort
 	r := runProbe(t, []string{"--state", state, "--iface", "lo", "--port", "5201", "--netns", lab.A.NetNS}, func() {
@@ -417,7 +401,7 @@ func testLoopback(t *testing.T, state string) {
 func TestIntegrationGracefulStop(t *testing.T) { forEachState(t, testGracefulStop) }
 
 func testGracefulStop(t *testing.T, state string) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 200e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 200e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
@@ -437,7 +421,7 @@ func testGracefulStop(t *testing.T, state string) {
 }
 
 func TestIntegrationSetupErrors(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -473,7 +457,7 @@ func TestIntegrationSetupErrors(t *testing.T) {
 
 // TestIntegrationNoPrivilege runs the command as an unprivileged user.
 func TestIntegrationNoPrivilege(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +508,7 @@ func TestIntegrationNoPrivilege(t *testing.T) {
 // TestIntegrationDiskFull fills the log's file system during a run: the run
 // fails with exit status 1 and says how many records were lost.
 func TestIntegrationDiskFull(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
 	listen(t, &lab.B, "10.77.0.2:5201")
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
@@ -534,7 +518,7 @@ func TestIntegrationDiskFull(t *testing.T) {
 	logfile := filepath.Join(dir, "siftr.log")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--logfile", logfile}, &stdout, &stderr)

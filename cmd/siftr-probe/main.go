@@ -4,10 +4,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -15,12 +17,15 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/demo"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
+	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // Exit statuses.
@@ -32,11 +37,48 @@ const (
 )
 
 func main() {
+	// Signals first, before anything that takes time: a SIGHUP from
+	// logrotate during start-up must not kill the process.
+	notifySignals()
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go stopOnSignals(sigs, cancel, os.Stderr, os.Exit)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+var (
+	sigOnce sync.Once
+	hupc    chan os.Signal
+)
+
+// notifySignals takes over SIGHUP and SIGPIPE for the whole process, once,
+// and returns the SIGHUP channel (log reopen). SIGPIPE is ignored, so that
+// a write to a closed pipe on standard output returns EPIPE instead of
+// killing the process; the run then stops (see brokenPipeWatch).
+func notifySignals() <-chan os.Signal {
+	sigOnce.Do(func() {
+		hupc = make(chan os.Signal, 1)
+		signal.Notify(hupc, syscall.SIGHUP)
+		signal.Ignore(syscall.SIGPIPE)
+	})
+	return hupc
+}
+
+// brokenPipeWatch passes writes to w; the first that fails with EPIPE (the
+// reader of standard output went away: "| head") calls onEPIPE once.
+type brokenPipeWatch struct {
+	w       io.Writer
+	once    sync.Once
+	onEPIPE func()
+}
+
+func (b *brokenPipeWatch) Write(p []byte) (int, error) {
+	n, err := b.w.Write(p)
+	if err != nil && errors.Is(err, syscall.EPIPE) {
+		b.once.Do(b.onEPIPE)
+	}
+	return n, err
 }
 
 // stopOnSignals cancels the run on the first SIGINT or SIGTERM from sigs,
@@ -81,7 +123,8 @@ const usageTail = `
 Needs CAP_NET_RAW (root) to capture; --netns also needs CAP_SYS_ADMIN.
 Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line;
 a second Ctrl-C or SIGTERM exits at once (queued records may be lost).
-SIGHUP reopens the log file (for logrotate).
+SIGHUP reopens the log file (for logrotate). If standard output is the log
+and its reader goes away (| head), the run stops and exits 1.
 With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
 stopping or after a failed log write (records are being lost).
 Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error,
@@ -105,22 +148,23 @@ func newFlagSet(o *options) *flag.FlagSet {
 	c := &o.cfg
 	// A word in backquotes is the value's placeholder in --help.
 	fs.StringVar(&c.Iface, "iface", "", "capture on interface `IFACE` (required), e.g. eth0, lo")
-	fs.IntVar(&o.port, "port", 0, "log TCP packets whose source or destination port is `PORT`; 0 = all TCP")
-	fs.IntVar(&o.ppl, "ppl", 1, "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
-	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to file `PATH`, created 0644 and never opened through a symlink; - writes it to stdout")
+	fs.Var(intFlag{&o.port}, "port", "log TCP packets whose source or destination port is `PORT` (decimal); 0 = all TCP")
+	o.ppl = 1
+	fs.Var(intFlag{&o.ppl}, "ppl", "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
+	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to file `PATH` (created 0644; a regular file or a device, never a symlink or FIFO; locked against a second probe); - = stdout")
 	fs.StringVar(&c.Format, "format", "siftr", "log `FORMAT`: siftr for SIFTR 1.3.0 text, jsonl for JSON lines with more fields")
 	fs.StringVar(&c.State, "state", "diag", "where each record's socket state comes from, `SOURCE`: exact reads it in the kernel at the packet (eBPF; root, Linux 5.12+ with BTF), diag reads it with inet_diag just after (CAP_NET_RAW only), auto uses exact where it can and says which")
 	fs.StringVar(&c.Attach, "attach", "", "how --state exact attaches its programs, `MODE`: tcx (Linux 6.6+) or tc (a clsact qdisc); default tcx where the kernel has it")
-	fs.IntVar(&c.Workers, "workers", 0, "`N` capture rings, one per CPU, in a fanout group; 0 = all online CPUs")
+	fs.Var(intFlag{&c.Workers}, "workers", "`N` capture rings, one per CPU, in a fanout group; 0 = all online CPUs; at most 256")
 	fs.DurationVar(&c.BlockTimeout, "block-timeout", time.Millisecond, "ring block timeout `D` (whole milliseconds): the longest a packet waits in its ring; lower = fresher snapshots, more CPU")
 	fs.Var(sizeFlag{&c.BlockSize}, "block-size", "ring block size `SIZE` in bytes, k/M suffixes allowed (default 128k)")
 	fs.Var(sizeFlag{&c.RingSize}, "ring-size", "`SIZE` of each ring in bytes, k/M suffixes allowed (default 8M)")
 	fs.DurationVar(&c.Duration, "duration", 0, "stop after `D` (e.g. 30s, 5m); 0 = run until Ctrl-C or SIGTERM")
 	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in the network namespace at `PATH` (/var/run/netns/NAME, /proc/PID/ns/net)")
-	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr every `D`; 0 = none")
+	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr every `D`, at least 100ms; 0 = none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port, e.g. 127.0.0.1:9721); off when empty")
-	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to file `PATH` (counts, drops, staleness, CPU, peak RSS)")
-	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to file `PATH` (for go tool pprof)")
+	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to file `PATH` (counts, drops, staleness, CPU, peak RSS); opened at start, with the rules of --logfile, replaced at exit")
+	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to file `PATH` (for go tool pprof), with the rules of --logfile, replaced")
 	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
@@ -256,6 +300,14 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.cfg.Iface == "" {
 		return nil, fs, errors.New("--iface is required (for example --iface eth0; list interfaces with: ip link)")
 	}
+	for name, v := range map[string]string{"logfile": o.cfg.LogFile, "stats-file": o.stats, "cpuprofile": o.cpuprof} {
+		if v == "" && given(fs, name) {
+			if name == "logfile" {
+				return nil, fs, errors.New("--logfile needs a path (- for standard output)")
+			}
+			return nil, fs, fmt.Errorf("--%s needs a path", name)
+		}
+	}
 	if o.port < 0 || o.port > 65535 {
 		return nil, fs, fmt.Errorf("bad --port %d: must be 0 (all) to 65535", o.port)
 	}
@@ -271,11 +323,20 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.cfg.Workers < 0 {
 		return nil, fs, fmt.Errorf("bad --workers %d: must be 0 (all online CPUs) or more", o.cfg.Workers)
 	}
+	if o.cfg.Workers > capture.MaxWorkers {
+		return nil, fs, fmt.Errorf("bad --workers %d: at most %d (a fanout group's limit)", o.cfg.Workers, capture.MaxWorkers)
+	}
+	if o.cfg.BlockSize > capture.MaxBlockSize {
+		return nil, fs, fmt.Errorf("bad --block-size %d: at most %d (1G)", o.cfg.BlockSize, capture.MaxBlockSize)
+	}
+	if o.cfg.RingSize > capture.MaxRingSize {
+		return nil, fs, fmt.Errorf("bad --ring-size %d: at most %d (16G)", o.cfg.RingSize, capture.MaxRingSize)
+	}
 	if o.cfg.Duration < 0 {
 		return nil, fs, fmt.Errorf("bad --duration %s: must be 0 (until stopped) or more", o.cfg.Duration)
 	}
-	if o.status < 0 {
-		return nil, fs, fmt.Errorf("bad --status-interval %s: must be 0 (none) or more", o.status)
+	if o.status < 0 || (o.status > 0 && o.status < minStatusInterval) {
+		return nil, fs, fmt.Errorf("bad --status-interval %s: must be 0 (none) or at least %s", o.status, minStatusInterval)
 	}
 	if o.cfg.Format != "siftr" && o.cfg.Format != "jsonl" {
 		return nil, fs, fmt.Errorf("bad --format %q: must be siftr or jsonl", o.cfg.Format)
@@ -296,6 +357,18 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 		o.cfg.StatusEvery = o.status
 	}
 	return o, fs, nil
+}
+
+// minStatusInterval is the shortest --status-interval: a line more often
+// than this is no longer readable, and only costs.
+const minStatusInterval = 100 * time.Millisecond
+
+// given reports whether flag name was set, on the command line or from the
+// environment.
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // applyEnv sets every flag not given on the command line from
@@ -323,7 +396,7 @@ func EnvName(flagName string) string {
 	return "SIFTR_PROBE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
 	if len(args) > 0 && args[0] == "demo" {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	}
@@ -340,21 +413,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Get())
 		return exitOK
 	}
-	o.cfg.Stdout, o.cfg.Stderr = stdout, stderr
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	o.cfg.Reopen = hup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	o.cfg.Stdout = &brokenPipeWatch{w: stdout, onEPIPE: func() {
+		fmt.Fprintln(stderr, "siftr-probe: standard output was closed (broken pipe): stopping; records not yet written are lost")
+		cancel()
+	}}
+	o.cfg.Stderr = stderr
+	o.cfg.Reopen = notifySignals()
 	if !o.quiet {
 		o.cfg.MetricsListening = func(a net.Addr) {
 			fmt.Fprintf(stderr, "siftr-probe: metrics on http://%s/metrics, health on /healthz\n", a)
 		}
 	}
 
-	if o.cpuprof != "" {
-		f, err := os.Create(o.cpuprof)
+	// The stats file and the profile follow the log file's rules, checked
+	// now, before anything is captured.
+	var statsFile *os.File
+	if o.stats != "" {
+		_, lerr := os.Lstat(o.stats)
+		f, err := output.OpenFile(o.stats, "stats file", 0)
 		if err != nil {
-			fmt.Fprintf(stderr, "siftr-probe: --cpuprofile: %v\n", err)
+			fmt.Fprintf(stderr, "siftr-probe: %s\n", fileError(err))
+			return exitUsage
+		}
+		defer f.Close()
+		statsFile = f
+		if lerr != nil { // made now: remove it if the run does not start
+			defer func() {
+				if code == exitUsage {
+					os.Remove(o.stats)
+				}
+			}()
+		}
+	}
+	if o.cpuprof != "" {
+		f, err := output.OpenFile(o.cpuprof, "CPU profile", os.O_TRUNC)
+		if err != nil {
+			fmt.Fprintf(stderr, "siftr-probe: %s\n", fileError(err))
 			return exitUsage
 		}
 		defer f.Close()
@@ -373,8 +469,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sum != nil && !o.quiet {
 		sum.Print(stderr)
 	}
-	if sum != nil && o.stats != "" {
-		if werr := sum.WriteReport(o.stats); werr != nil {
+	if sum != nil && statsFile != nil {
+		if werr := writeReport(statsFile, sum); werr != nil {
 			fmt.Fprintf(stderr, "siftr-probe: write --stats-file: %v\n", werr)
 			if err == nil {
 				return exitError
@@ -386,6 +482,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	return exitOK
+}
+
+// fileError is output.OpenFile's error in one line: its explanation
+// without the system error it wraps, which repeats the path.
+func fileError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "output: ")
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		msg = strings.TrimSuffix(msg, ": "+pe.Error())
+	}
+	return msg
+}
+
+// writeReport replaces f's contents with the run's summary as JSON.
+func writeReport(f *os.File, sum *probe.Summary) error {
+	b, err := json.MarshalIndent(sum.Report(), "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(append(b, '\n'), 0); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -450,10 +572,38 @@ func (s sizeFlag) Set(v string) error {
 	case strings.HasSuffix(t, "G"), strings.HasSuffix(t, "g"):
 		mult, t = 1<<30, t[:len(t)-1]
 	}
-	n, err := strconv.Atoi(t)
+	n, err := strconv.ParseInt(t, 10, 64)
+	if errors.Is(err, strconv.ErrRange) || (err == nil && n > math.MaxInt64/int64(mult)) {
+		return errors.New("out of range")
+	}
 	if err != nil || n <= 0 {
 		return errors.New("not a size (e.g. 131072, 128k, 8M)")
 	}
-	*s.p = n * mult
+	*s.p = int(n) * mult
 	return nil
 }
+
+// intFlag parses a decimal integer. flag.IntVar would take "0443" as octal
+// (291) and "0x1451" as hex; here the first is 443 and the second an error.
+type intFlag struct{ p *int }
+
+func (f intFlag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*f.p)
+}
+
+func (f intFlag) Set(v string) error {
+	n, err := strconv.ParseInt(v, 10, strconv.IntSize)
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return errors.New("out of range")
+	case err != nil:
+		return errors.New("not a whole number")
+	}
+	*f.p = int(n)
+	return nil
+}
+
+func (f intFlag) Get() any { return *f.p }

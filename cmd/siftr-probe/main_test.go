@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -23,6 +27,14 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o.cfg.LogFile != "/var/log/siftr.log" || o.cfg.Format != "siftr" || o.cfg.StatusEvery != 5*time.Second {
 		t.Errorf("defaults: %+v", o.cfg)
+	}
+	// Numbers are decimal: a leading zero is not octal.
+	o, _, err = parse([]string{"--iface", "eth0", "--port", "0443", "--ppl", "010", "--workers", "02", "--status-interval", "100ms"}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Port != 443 || o.cfg.PPL != 10 || o.cfg.Workers != 2 || o.cfg.StatusEvery != 100*time.Millisecond {
+		t.Errorf("--port 0443 --ppl 010 --workers 02: parsed port %d, ppl %d, workers %d", o.cfg.Port, o.cfg.PPL, o.cfg.Workers)
 	}
 }
 
@@ -60,7 +72,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--iface", "lo", "--block-timeout", "500us"}, "bad --block-timeout 500µs: must be a whole number of milliseconds, at least 1ms"},
 		{[]string{"--iface", "lo", "--duration", "5"}, `bad --duration "5": not a duration (e.g. 500ms, 30s, 5m)`},
 		{[]string{"--iface", "lo", "--duration", "-1s"}, "bad --duration -1s: must be 0 (until stopped) or more"},
-		{[]string{"--iface", "lo", "--status-interval", "-1s"}, "bad --status-interval -1s: must be 0 (none) or more"},
+		{[]string{"--iface", "lo", "--status-interval", "-1s"}, "bad --status-interval -1s: must be 0 (none) or at least 100ms"},
+		{[]string{"--iface", "lo", "--status-interval", "1ns"}, "bad --status-interval 1ns: must be 0 (none) or at least 100ms"},
+		{[]string{"--iface", "lo", "--port", "0x1451"}, `bad --port "0x1451": not a whole number`},
+		{[]string{"--iface", "lo", "--ppl", "0x10"}, `bad --ppl "0x10": not a whole number`},
+		{[]string{"--iface", "lo", "--workers", "1000"}, "bad --workers 1000: at most 256 (a fanout group's limit)"},
+		{[]string{"--iface", "lo", "--ring-size", "99999999999G"}, `bad --ring-size "99999999999G": out of range`},
+		{[]string{"--iface", "lo", "--ring-size", "9223372036854775807k"}, `bad --ring-size "9223372036854775807k": out of range`},
+		{[]string{"--iface", "lo", "--block-size", "99999999999999999999"}, `bad --block-size "99999999999999999999": out of range`},
+		{[]string{"--iface", "lo", "--ring-size", "32G"}, "bad --ring-size 34359738368: at most 17179869184 (16G)"},
+		{[]string{"--iface", "lo", "--block-size", "2G"}, "bad --block-size 2147483648: at most 1073741824 (1G)"},
+		{[]string{"--iface", "lo", "--logfile="}, "--logfile needs a path (- for standard output)"},
+		{[]string{"--iface", "lo", "--stats-file="}, "--stats-file needs a path"},
+		{[]string{"--iface", "lo", "--cpuprofile", ""}, "--cpuprofile needs a path"},
 		{[]string{"--iface", "lo", "--workers", "-1"}, "bad --workers -1: must be 0 (all online CPUs) or more"},
 		{[]string{"--iface", "lo", "--format", "xml"}, `bad --format "xml": must be siftr or jsonl`},
 		{[]string{"--iface", "lo", "--ring-size", "lots"}, `bad --ring-size "lots": not a size (e.g. 131072, 128k, 8M)`},
@@ -151,7 +175,7 @@ func TestStopOnSignals(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	exited := make(chan int, 1)
 	go stopOnSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
 	sigs <- syscall.SIGTERM
@@ -176,5 +200,96 @@ func TestStopOnSignals(t *testing.T) {
 	}
 	if got := stderr.String(); !strings.HasPrefix(got, "siftr-probe: second SIGINT: ") || !strings.Contains(got, "records may be lost") || strings.Count(got, "\n") != 1 {
 		t.Errorf("stderr %q, want one line saying records may be lost", got)
+	}
+}
+
+// TestOutputFilesCheckedAtStart checks that --stats-file and --cpuprofile
+// follow the log file's rules, and are checked before anything runs: a
+// symbolic link is refused, not followed (its target is never created), a
+// FIFO is refused without blocking.
+func TestOutputFilesCheckedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(filepath.Join(dir, "target"), link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--stats-file", link}, "stats file " + link + " is a symbolic link; refusing to follow it"},
+		{[]string{"--cpuprofile", link}, "CPU profile " + link + " is a symbolic link; refusing to follow it"},
+		{[]string{"--stats-file", fifo}, "stats file " + fifo + " is a named pipe (FIFO), not a regular file"},
+		{[]string{"--cpuprofile", dir}, "CPU profile " + dir + " is a directory"},
+		{[]string{"--stats-file", filepath.Join(dir, "no", "s.json")}, "cannot create stats file " + filepath.Join(dir, "no", "s.json") + ": its directory does not exist"},
+	} {
+		var stdout, stderr bytes.Buffer
+		// No such interface: the run would fail at set-up, after the files
+		// were checked.
+		args := append([]string{"--iface", "nonexistent-if0", "--logfile", filepath.Join(dir, "log")}, tc.args...)
+		if code := run(context.Background(), args, &stdout, &stderr); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d", tc.args, code, exitUsage)
+		}
+		if got, want := stderr.String(), "siftr-probe: "+tc.want+"\n"; got != want {
+			t.Errorf("%q: stderr %q, want %q", tc.args, got, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "target")); err == nil {
+		t.Error("a symlink's target was created")
+	}
+	// A stats file made at start is removed if the run does not start.
+	stats := filepath.Join(dir, "stats.json")
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--iface", "nonexistent-if0", "--logfile", filepath.Join(dir, "log"), "--stats-file", stats}, &stdout, &stderr); code != exitUsage {
+		t.Errorf("exit %d, want %d: %s", code, exitUsage, stderr.String())
+	}
+	if _, err := os.Lstat(stats); err == nil {
+		t.Error("the stats file made at start was left behind by a run that did not start")
+	}
+}
+
+// TestBrokenPipeWatch checks that the first EPIPE from standard output
+// calls the stop hook once, and that other errors do not.
+func TestBrokenPipeWatch(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	notifySignals() // SIGPIPE ignored: the write returns EPIPE
+	calls := 0
+	b := &brokenPipeWatch{w: w, onEPIPE: func() { calls++ }}
+	for range 3 {
+		if _, err := b.Write([]byte("x\n")); !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("write: %v, want EPIPE", err)
+		}
+	}
+	w.Close()
+	if calls != 1 {
+		t.Errorf("onEPIPE called %d times, want 1", calls)
+	}
+	b = &brokenPipeWatch{w: w, onEPIPE: func() { calls++ }}
+	b.Write([]byte("x")) // closed file: not EPIPE
+	if calls != 1 {
+		t.Error("onEPIPE called for an error other than EPIPE")
+	}
+}
+
+// TestSignalsNotified checks that once notifySignals has run (main calls it
+// first), SIGHUP reaches the reopen channel instead of killing the process.
+func TestSignalsNotified(t *testing.T) {
+	hup := notifySignals()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-hup; s != syscall.SIGHUP {
+		t.Errorf("got %v", s)
+	}
+	if again := notifySignals(); again != hup {
+		t.Error("notifySignals made a second channel")
 	}
 }

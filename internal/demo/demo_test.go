@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
 )
 
 func TestIntegrationDemo(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	logfile := filepath.Join(t.TempDir(), "demo.log")
 	var out, errw bytes.Buffer
 	err := Run(context.Background(), Config{Duration: time.Second, LogFile: logfile, Stdout: &out, Stderr: &errw})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
@@ -59,7 +60,7 @@ func measure(t *testing.T, state, server string) Result {
 
 func measureRaw(t *testing.T, state, server string) ([]Record, []Event, int64) {
 	t.Helper()
-	lab := netlab.NewT(t, netlab.Config{NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
 	var ln net.Listener
 	if err := lab.B.Do(func() (err error) { ln, err = net.Listen("tcp", server); return err }); err != nil {
 		t.Fatal(err)

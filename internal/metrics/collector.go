@@ -49,15 +49,17 @@ type Collector struct {
 
 	packets, sampledOut, skipped, records *prometheus.Desc
 
-	frames, discarded, kernelPackets, ringDrops, ringFreezes *prometheus.Desc
+	frames, discarded, kernelPackets, ringDrops, ringFreezes, kernelStatsErrors *prometheus.Desc
 
 	flowsActive, flowsCreated, flowsPruned, flowTableFull, cookieReuses *prometheus.Desc
 	lookupCalls, lookupCallErrors, handoffFull                          *prometheus.Desc
 
 	diagLookups, diagBatches, diagResults, diagErrors, diagOverruns, diagResent *prometheus.Desc
 
-	queueDepth, queueCap, queueRecords, held                           *prometheus.Desc
-	bytes, rejected, forced, late, writeErrors, lostRecords, staleness *prometheus.Desc
+	queueDepth, queueCap, queueRecords, held                                        *prometheus.Desc
+	bytes, rejected, forced, late, writeErrors, lostRecords, logUnlinked, staleness *prometheus.Desc
+
+	exactRecords, exactDiscarded, exactConfirms, exactLost, exactRunSeconds, exactRuns *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls read once per scrape and
@@ -77,11 +79,12 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		skipped:    d("skipped_packets_total", "Sampled packets not logged, by SIFTR skip reason: malloc (a queue or the flow table was full, or a lookup failed), tcpcb (socket not established), inpcb (no socket).", "reason", "direction"),
 		records:    d("records_total", "Records written to the log (data lines)."),
 
-		frames:        d("capture_frames_total", "Frames read from the capture rings."),
-		discarded:     d("capture_discarded_frames_total", "Frames read from the rings but not delivered as packets, by reason: not_local (forwarded, broadcast or sniffed), truncated, malformed, filtered (not TCP on the port once fully decoded).", "reason"),
-		kernelPackets: d("capture_kernel_packets_total", "Frames that passed the kernel filter, dropped ones included (PACKET_STATISTICS tp_packets)."),
-		ringDrops:     d("capture_ring_drops_total", "Frames the kernel dropped because a ring was full (tp_drops)."),
-		ringFreezes:   d("capture_ring_freezes_total", "Times a ring ran out of free blocks (tp_freeze_q_cnt)."),
+		frames:            d("capture_frames_total", "Frames read from the capture rings."),
+		discarded:         d("capture_discarded_frames_total", "Frames not delivered as packets, by reason: not_local (forwarded, broadcast or sniffed), truncated, malformed (the IP layer would drop it), filtered (not TCP on the port once fully decoded), vlan (tagged for another device's VLAN), drain_left (still in a ring when the drain at the stop gave up).", "reason"),
+		kernelPackets:     d("capture_kernel_packets_total", "Frames that passed the kernel filter, dropped ones included (PACKET_STATISTICS tp_packets)."),
+		ringDrops:         d("capture_ring_drops_total", "Frames the kernel dropped because a ring was full (tp_drops)."),
+		ringFreezes:       d("capture_ring_freezes_total", "Times a ring ran out of free blocks (tp_freeze_q_cnt)."),
+		kernelStatsErrors: d("capture_kernel_stats_errors_total", "Failed reads of the rings' PACKET_STATISTICS (the drain at the stop then waits its longest)."),
 
 		flowsActive:   d("flows_active", "Flows in the flow table."),
 		flowsCreated:  d("flows_created_total", "Flows created in the flow table."),
@@ -110,7 +113,15 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		late:         d("writer_late_records_total", "Records written after a record with a later time (out of order)."),
 		writeErrors:  d("writer_write_errors_total", "Failed writes to the log."),
 		lostRecords:  d("writer_lost_records_total", "Records formatted but lost because a write failed."),
-		staleness:    d("snapshot_staleness_seconds", "Socket snapshot time minus packet capture time of the records handled."),
+		logUnlinked:  d("writer_log_unlinked_total", "Times the open log file was found deleted (records go nowhere until SIGHUP reopens it)."),
+
+		exactRecords:    d("exact_records_total", "exact mode: records read from the programs' ring buffer."),
+		exactDiscarded:  d("exact_discarded_packets_total", "exact mode: inbound TCP segments on the port not counted as packets, by reason: not_local (not for this host, or tagged for another device's VLAN), malformed (the IP layer would drop it).", "reason"),
+		exactConfirms:   d("exact_confirmations_total", "exact mode: inbound records by how their state was settled: confirmed (the state TCP met, from tcp_probe), unconfirmed (the state tc read: no confirmation came), stray (a confirmation without its record), lost (a confirmation the ring buffer had no room for).", "result"),
+		exactLost:       d("exact_lost_records_total", "exact mode: records the programs wrote that never reached the probe (counted as malloc skips; should stay 0)."),
+		exactRunSeconds: d("exact_program_run_seconds_total", "exact mode: time the programs ran in the kernel (with kernel.bpf_stats_enabled=1; else 0), charged to whatever the packets interrupted."),
+		exactRuns:       d("exact_program_runs_total", "exact mode: program runs (with kernel.bpf_stats_enabled=1; else 0)."),
+		staleness:       d("snapshot_staleness_seconds", "Socket snapshot time minus packet capture time of the records handled."),
 	}
 }
 
@@ -118,12 +129,13 @@ func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		c.buildInfo,
 		c.packets, c.sampledOut, c.skipped, c.records,
-		c.frames, c.discarded, c.kernelPackets, c.ringDrops, c.ringFreezes,
+		c.frames, c.discarded, c.kernelPackets, c.ringDrops, c.ringFreezes, c.kernelStatsErrors,
 		c.flowsActive, c.flowsCreated, c.flowsPruned, c.flowTableFull, c.cookieReuses,
 		c.lookupCalls, c.lookupCallErrors, c.handoffFull,
 		c.diagLookups, c.diagBatches, c.diagResults, c.diagErrors, c.diagOverruns, c.diagResent,
 		c.queueDepth, c.queueCap, c.queueRecords, c.held,
-		c.bytes, c.rejected, c.forced, c.late, c.writeErrors, c.lostRecords, c.staleness,
+		c.bytes, c.rejected, c.forced, c.late, c.writeErrors, c.lostRecords, c.logUnlinked, c.staleness,
+		c.exactRecords, c.exactDiscarded, c.exactConfirms, c.exactLost, c.exactRunSeconds, c.exactRuns,
 	}
 }
 
@@ -163,6 +175,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.discarded, cs.Truncated, "truncated")
 	counter(c.discarded, cs.Malformed, "malformed")
 	counter(c.discarded, cs.Filtered, "filtered")
+	counter(c.discarded, cs.VLAN, "vlan")
+	counter(c.discarded, cs.DrainLeft, "drain_left")
+	counter(c.kernelStatsErrors, cs.KernelStatsErrors)
 	counter(c.kernelPackets, cs.KernelPackets)
 	counter(c.ringDrops, cs.KernelDrops)
 	counter(c.ringFreezes, cs.KernelFreezes)
@@ -199,8 +214,21 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.late, ws.Late)
 	counter(c.writeErrors, ws.WriteErrors)
 	counter(c.lostRecords, ws.LostToWriteError)
+	counter(c.logUnlinked, ws.LogUnlinked)
 	count, sum, buckets := Histogram(&ws.Staleness, StalenessBuckets)
 	ch <- prometheus.MustNewConstHistogram(c.staleness, count, sum, buckets)
+
+	xs := &s.Exact
+	counter(c.exactRecords, xs.Records)
+	counter(c.exactDiscarded, xs.NotLocal[0]+xs.NotLocal[1], "not_local")
+	counter(c.exactDiscarded, xs.Malformed[0]+xs.Malformed[1], "malformed")
+	counter(c.exactConfirms, xs.Confirmed, "confirmed")
+	counter(c.exactConfirms, xs.Unconfirmed, "unconfirmed")
+	counter(c.exactConfirms, xs.StrayConfirms, "stray")
+	counter(c.exactConfirms, xs.ConfirmsLost, "lost")
+	counter(c.exactLost, xs.Lost)
+	ch <- prometheus.MustNewConstMetric(c.exactRunSeconds, prometheus.CounterValue, float64(xs.RunNanos)/1e9)
+	counter(c.exactRuns, xs.RunCount)
 }
 
 // Histogram converts a nanosecond hist.Snapshot into a Prometheus

@@ -23,6 +23,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
+	"github.com/siftr-probe/siftr-probe/exact"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -72,15 +73,18 @@ func fakeStats() Stats {
 			HandoffFull:  7,
 		},
 		Capture: capture.Stats{
-			Frames:        3050,
-			Packets:       [2]uint64{1000, 2000},
-			NotLocal:      8,
-			Truncated:     9,
-			Malformed:     10,
-			Filtered:      23,
-			KernelPackets: 3100,
-			KernelDrops:   50,
-			KernelFreezes: 2,
+			Frames:            3050,
+			Packets:           [2]uint64{1000, 2000},
+			NotLocal:          8,
+			Truncated:         9,
+			Malformed:         10,
+			Filtered:          23,
+			KernelPackets:     3100,
+			KernelDrops:       50,
+			KernelFreezes:     2,
+			VLAN:              24,
+			KernelStatsErrors: 25,
+			DrainLeft:         26,
 		},
 		Writer: output.WriterStats{
 			Records:          2767,
@@ -94,7 +98,12 @@ func fakeStats() Stats {
 			Late:             14,
 			WriteErrors:      1,
 			LostToWriteError: 64,
+			LogUnlinked:      1,
 			Staleness:        h.Snapshot(),
+		},
+		Exact: exact.Stats{
+			Attach: "tcx", Records: 900, RingFull: [2]uint64{3, 4}, NotLocal: [2]uint64{5, 6}, Malformed: [2]uint64{7, 8},
+			Lost: 9, Confirmed: 400, Unconfirmed: 10, StrayConfirms: 11, ConfirmsLost: 12, RunNanos: 1500000000, RunCount: 7000,
 		},
 		Diag: diag.Stats{
 			Lookups:         2790,

@@ -1,14 +1,17 @@
-package netlab
+package netlab_test
 
 import (
 	"io"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 )
 
 func TestIntegrationLabConnects(t *testing.T) {
-	lab := NewT(t, Config{RateBitsPerSec: 50e6, NoOffloads: true})
+	lab := labtest.NewT(t, netlab.Config{RateBitsPerSec: 50e6, NoOffloads: true})
 	for _, dst := range []netip.Addr{lab.B.Addr4, lab.B.Addr6} {
 		var ln net.Listener
 		if err := lab.B.Do(func() (err error) {

@@ -26,12 +26,27 @@ func Do(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	target, err := os.Open(path)
+	// O_NONBLOCK: a FIFO at path must fail setns, not block the open.
+	target, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("open network namespace: %w", err)
 	}
 	defer target.Close()
 
+	return onThread(func() error {
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter network namespace %s: %w", path, os.NewSyscallError("setns", err))
+		}
+		return nil
+	}, fn)
+}
+
+// onThread runs enter and then fn on a new goroutine locked to its OS
+// thread, and puts the thread back into the network namespace it started
+// in. If enter fails, fn is not run and the thread is released unchanged.
+// A thread whose namespace could not be restored stays locked, so it exits
+// with the goroutine instead of returning to the scheduler.
+func onThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -42,9 +57,9 @@ func Do(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, os.NewSyscallError("setns", err))
+			errc <- err
 			return
 		}
 		ferr := fn()
@@ -73,33 +88,12 @@ func Create(name string) (string, error) {
 	}
 	f.Close()
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- os.NewSyscallError("unshare", err)
-			return
-		}
-		merr := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- os.NewSyscallError("setns", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		if merr != nil {
-			merr = os.NewSyscallError("mount", merr)
-		}
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
+	err = onThread(func() error {
+		return os.NewSyscallError("unshare", unix.Unshare(unix.CLONE_NEWNET))
+	}, func() error {
+		return os.NewSyscallError("mount", unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""))
+	})
+	if err != nil {
 		os.Remove(path)
 		return "", fmt.Errorf("create network namespace %s: %w", name, err)
 	}

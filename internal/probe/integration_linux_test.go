@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
@@ -49,7 +50,7 @@ func linkLocal(t *testing.T, h *netlab.Host) netip.Addr {
 // resolves the name there, that is, if it was opened with the namespace in
 // its Config.
 func TestIntegrationOpenDiagsNetNS(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Config{})
+	lab := labtest.NewT(t, netlab.Config{})
 	if _, err := net.InterfaceByName(lab.A.Iface); err == nil {
 		t.Skipf("interface %s also exists in the test's namespace", lab.A.Iface)
 	}

@@ -155,6 +155,9 @@ func New(cfg Config) (*Pipeline, error) {
 		Format:   format,
 		Workers:  p.src.Producers(),
 		OnRecord: cfg.OnRecord,
+		OnWarning: func(m string) {
+			fmt.Fprintf(cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05"), m)
+		},
 	})
 	if err != nil {
 		p.Close()

@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
@@ -65,15 +64,6 @@ func (s *Summary) Report() *Report {
 		r.Process["max_rss_bytes"] = hwm
 	}
 	return r
-}
-
-// WriteReport writes the summary as JSON to path.
-func (s *Summary) WriteReport(path string) error {
-	b, err := json.MarshalIndent(s.Report(), "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // peakRSS reads this process's peak resident set size (VmHWM). Rusage's

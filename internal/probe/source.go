@@ -218,7 +218,6 @@ func addDiag(a, b diag.Stats) diag.Stats {
 	a.NoSocket += b.NoSocket
 	a.ListenerReplies += b.ListenerReplies
 	a.Errors += b.Errors
-	a.V4MappedRetries += b.V4MappedRetries
 	a.Overruns += b.Overruns
 	a.Resent += b.Resent
 	return a

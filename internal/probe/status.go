@@ -53,11 +53,17 @@ func (s *status) line(now time.Time, in *metrics.Stats) string {
 	if stale.Count() > 0 {
 		staleness = "p50 " + Millis(stale.Quantile(0.5)) + " p99 " + Millis(stale.Quantile(0.99))
 	}
-	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  ring drops %d  queue %d/%d  flows %d  staleness %s",
+	// Packets lost before they were counted: ring drops in diag mode; in
+	// exact mode nothing is, and a full ring buffer is a malloc skip.
+	drops := fmt.Sprintf("ring drops %d", in.Capture.KernelDrops)
+	if in.State == "exact" {
+		drops = fmt.Sprintf("ringbuf full %d", sum2(in.Exact.RingFull))
+	}
+	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  %s  queue %d/%d  flows %d  staleness %s",
 		now.Format("15:04:05"),
 		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
 		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
-		si(float64(skipped)), in.Capture.KernelDrops, ws.QueueDepth, ws.QueueCap, in.Engine.ActiveFlows, staleness)
+		si(float64(skipped)), drops, ws.QueueDepth, ws.QueueCap, in.Engine.ActiveFlows, staleness)
 	if ws.WriteErrors > 0 {
 		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
 	}
@@ -91,14 +97,20 @@ func (s *Summary) Print(w io.Writer) {
 		"summary", total, c.Packets[0], c.Packets[1], s.End.Sub(s.Start).Round(time.Millisecond), s.Writer.Records, s.LogFile)
 	fmt.Fprintf(w, "  not logged: sampled out %d; skipped %d (no socket %d, not established %d, queue full %d)\n",
 		sum2(c.SampledOut), skipped, sum2(c.SkipInPCB), sum2(c.SkipTCPCB), sum2(c.SkipMalloc))
-	fmt.Fprintf(w, "  capture: ring drops %d, ring freezes %d, malformed %d, truncated %d, not local %d\n",
-		s.Capture.KernelDrops, s.Capture.KernelFreezes, s.Capture.Malformed, s.Capture.Truncated, s.Capture.NotLocal)
-	mean := 0.0
-	if s.Resolve.Batches > 0 {
-		mean = float64(s.Resolve.Lookups) / float64(s.Resolve.Batches)
+	if s.State == "exact" {
+		x := &s.Exact
+		fmt.Fprintf(w, "  exact (eBPF, %s): ring buffer full %d, not local %d, malformed %d; inbound records confirmed by tcp_probe %d, unconfirmed %d; flows %d\n",
+			x.Attach, sum2(x.RingFull), sum2(x.NotLocal), sum2(x.Malformed), x.Confirmed, x.Unconfirmed, s.Engine.FlowsCreated)
+	} else {
+		fmt.Fprintf(w, "  capture: ring drops %d, ring freezes %d, malformed %d, truncated %d, not local %d, other VLANs %d\n",
+			s.Capture.KernelDrops, s.Capture.KernelFreezes, s.Capture.Malformed, s.Capture.Truncated, s.Capture.NotLocal, s.Capture.VLAN)
+		mean := 0.0
+		if s.Resolve.Batches > 0 {
+			mean = float64(s.Resolve.Lookups) / float64(s.Resolve.Batches)
+		}
+		fmt.Fprintf(w, "  lookups %d in %d batches (%.1f per batch), errors %d; flows %d\n",
+			s.Resolve.Lookups, s.Resolve.Batches, mean, s.Resolve.LookupErrors, s.Engine.FlowsCreated)
 	}
-	fmt.Fprintf(w, "  lookups %d in %d batches (%.1f per batch), errors %d; flows %d\n",
-		s.Resolve.Lookups, s.Resolve.Batches, mean, s.Resolve.LookupErrors, s.Engine.FlowsCreated)
 	st := s.Writer.Staleness
 	fmt.Fprintf(w, "  snapshot staleness: p50 %s  p99 %s  p99.9 %s  max-bucket %s\n",
 		Millis(st.Quantile(0.5)), Millis(st.Quantile(0.99)), Millis(st.Quantile(0.999)), Millis(st.Quantile(1)))

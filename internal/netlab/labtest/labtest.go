@@ -1,17 +1,23 @@
-package netlab
+// Package labtest holds the test helpers for privileged tests: a netlab lab
+// built for one test and removed with it, and the root check that skips a
+// test without root except under CI=true. It imports testing, so only test
+// files may import it; the probe's binary never links it.
+package labtest
 
 import (
 	"os"
 	"testing"
+
+	"github.com/siftr-probe/siftr-probe/internal/netlab"
 )
 
 // NewT builds a lab for a test and removes it when the test ends. Without
 // root it skips the test, except under CI=true, where it fails: privileged
 // tests must run in CI.
-func NewT(t testing.TB, cfg Config) *Lab {
+func NewT(t testing.TB, cfg netlab.Config) *netlab.Lab {
 	t.Helper()
 	RequireRoot(t)
-	lab, err := New(cfg)
+	lab, err := netlab.New(cfg)
 	if err != nil {
 		t.Fatalf("build lab: %v", err)
 	}

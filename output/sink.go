@@ -1,0 +1,218 @@
+package output
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sink is where a Writer's bytes go: the log file, or standard output for
+// Path "-". It is an io.WriteCloser whose output is always made of whole
+// lines, also when a write fails part way (a full disk):
+//
+// Write takes whole lines. If the write fails after part of p reached the
+// output, the partial last line is taken back: a regular file is truncated
+// to the end of the last whole line; where that is impossible (a pipe, a
+// terminal), the line is ended with a newline before the next write. Write
+// then returns the length of the whole lines of p that are in the output,
+// with the error, so the caller can count exactly what was written.
+//
+// After every successful write to a file, sink checks the file's link
+// count: a log deleted while open (by hand, or rotated without a SIGHUP)
+// is reported once through warn. The log file is locked (flock, exclusive,
+// advisory) while open, so a second probe appending to the same file is
+// refused at open instead of interleaving two runs.
+//
+// A sink is used by one goroutine at a time; Bytes is safe for concurrent
+// use.
+type sink struct {
+	path string   // the log path, for Reopen and messages
+	file *os.File // nil when writing to standard output
+	out  io.Writer
+	torn bool // a failed write left a partial line that could not be removed
+	warn func(string)
+
+	unlinkedWarned bool
+	bytes          atomic.Uint64 // bytes in the output, headers and newlines included
+	unlinked       atomic.Uint64 // times a log file was found deleted while open
+}
+
+// openSink opens the log at path ("-" = stdout) for appending, locked.
+func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
+	s := &sink{path: path, warn: warn}
+	if path == "-" {
+		s.out = stdout
+		if s.out == nil {
+			s.out = os.Stdout
+		}
+		return s, nil
+	}
+	f, err := openLockedLog(path)
+	if err != nil {
+		return nil, err
+	}
+	s.file, s.out = f, f
+	return s, nil
+}
+
+// openLockedLog opens the log file for appending (OpenFile's rules) and
+// takes an exclusive advisory lock on a regular file.
+func openLockedLog(path string) (*os.File, error) {
+	f, err := OpenFile(path, "log file", os.O_APPEND)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		return f, nil // /dev/null and the like are shared by design
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		f.Close()
+		return nil, fmt.Errorf("output: log file %s is locked by another process (another siftr-probe writing to it?): %w", path, os.NewSyscallError("flock", err))
+	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+		return f, nil // a file system without locks: go on unlocked
+	}
+	f.Close()
+	return nil, fmt.Errorf("output: lock log file %s: %w", path, os.NewSyscallError("flock", err))
+}
+
+var newline = []byte{'\n'}
+
+// Write writes p, which holds whole lines; see sink.
+func (s *sink) Write(p []byte) (int, error) {
+	if s.torn {
+		n, err := s.out.Write(newline)
+		s.bytes.Add(uint64(n))
+		if err != nil {
+			return 0, err
+		}
+		s.torn = false
+	}
+	n, err := s.out.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		keep := bytes.LastIndexByte(p[:n], '\n') + 1
+		if keep < n && !s.truncateTail(n-keep) {
+			s.torn = true
+			s.bytes.Add(uint64(n - keep))
+		}
+		s.bytes.Add(uint64(keep))
+		return keep, err
+	}
+	s.bytes.Add(uint64(n))
+	s.checkLinks()
+	return n, nil
+}
+
+// truncateTail removes the last k bytes of the file. It reports success.
+// The file is locked and opened for appending, so its end is where the last
+// write ended.
+func (s *sink) truncateTail(k int) bool {
+	if s.file == nil {
+		return false
+	}
+	fi, err := s.file.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < int64(k) {
+		return false
+	}
+	return s.file.Truncate(fi.Size()-int64(k)) == nil
+}
+
+// checkLinks warns once per file if the open log file has been deleted.
+func (s *sink) checkLinks() {
+	if s.file == nil || s.unlinkedWarned {
+		return
+	}
+	fi, err := s.file.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Nlink != 0 {
+		return
+	}
+	s.unlinkedWarned = true
+	s.unlinked.Add(1)
+	if s.warn != nil {
+		s.warn(fmt.Sprintf("log file %s was deleted while open: records go to a file no one can see until a SIGHUP reopens the path", s.path))
+	}
+}
+
+// name is the log's name in messages.
+func (s *sink) name() string {
+	if s.path == "-" {
+		return "standard output"
+	}
+	return s.path
+}
+
+// Reopen opens the log path again, for rotation: if the file was renamed
+// or removed, a new one is created (and locked); the old one is closed once
+// the new one is open. If the path still names the open file, nothing
+// changes. With standard output it does nothing.
+func (s *sink) Reopen() error {
+	if s.file == nil {
+		return nil
+	}
+	if same, err := s.samePath(); err == nil && same {
+		return nil
+	}
+	f, err := openLockedLog(s.path)
+	if err != nil {
+		return err
+	}
+	old := s.file
+	s.file, s.out = f, f
+	s.torn = false
+	s.unlinkedWarned = false
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("output: close rotated log %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// samePath reports whether the log path still names the open file.
+func (s *sink) samePath() (bool, error) {
+	cur, err := s.file.Stat()
+	if err != nil {
+		return false, err
+	}
+	fi, err := os.Lstat(s.path)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(cur, fi), nil
+}
+
+// Close syncs and closes the log file (nothing for standard output). It
+// returns the sync error, else the close error.
+func (s *sink) Close() error {
+	if s.file == nil {
+		return nil
+	}
+	var err error
+	if serr := s.file.Sync(); serr != nil && !errors.Is(serr, syscall.EINVAL) && !errors.Is(serr, syscall.ENOTSUP) {
+		err = fmt.Errorf("output: sync %s: %w", s.path, serr)
+	}
+	if cerr := s.file.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("output: close %s: %w", s.path, cerr)
+	}
+	s.file = nil
+	return err
+}
