@@ -63,6 +63,10 @@ fill and bytes in flight, read from the socket right after the packet passed.
 Usage:
   siftr-probe --iface IFACE [--port PORT] [flags]
   siftr-probe demo [--duration D] [--logfile PATH]
+  siftr-probe summary [--flow ID] [--json] LOG...          per-flow statistics
+  siftr-probe plot [--flow ID] [--fields F,...] -o FILE LOG...   PNG, SVG or HTML
+  siftr-probe convert --to parquet|csv -o OUT LOG...       for pandas, DuckDB, ...
+  (each subcommand has its own --help)
 
 Examples:
   siftr-probe --iface eth0 --port 5201                 # to /var/log/siftr.log
@@ -312,8 +316,13 @@ func EnvName(flagName string) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "demo" {
-		return runDemo(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(ctx, args[1:], stdout, stderr)
+		case "summary":
+			return runSummary(args[1:], os.Stdin, stdout, stderr)
+		}
 	}
 	o, _, err := parse(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {

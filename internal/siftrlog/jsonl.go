@@ -636,8 +636,8 @@ func (r *Reader) jsonRecord() string {
 	if la == nil || ra == nil {
 		return "no local_addr or remote_addr"
 	}
-	a1, ok1 := parseAddr(la)
-	a2, ok2 := parseAddr(ra)
+	a1, ok1 := r.addr(la)
+	a2, ok2 := r.addr(ra)
 	if !ok1 || !ok2 {
 		return "bad address"
 	}

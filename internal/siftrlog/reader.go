@@ -158,6 +158,7 @@ type Reader struct {
 	dis    Disable
 	js     jsonScanner
 	intern map[string]string
+	addrs  [32]addrCache
 	err    error
 }
 
@@ -502,7 +503,7 @@ func (r *Reader) parseDataLine(b []byte) string {
 			if end < 0 {
 				return fmt.Sprintf("%d fields, want %d", i, NumFields)
 			}
-			a, ok := parseAddr(b[p : p+end])
+			a, ok := r.addr(b[p : p+end])
 			if !ok {
 				return "bad address"
 			}
@@ -582,6 +583,31 @@ func parseAddr(b []byte) (netip.Addr, bool) {
 	}
 	a, err := netip.ParseAddr(unsafe.String(&b[0], len(b)))
 	return a, err == nil
+}
+
+// addrCache remembers recently parsed addresses: a log has few.
+type addrCache struct {
+	raw  [46]byte
+	n    uint8
+	addr netip.Addr
+}
+
+// addr is parseAddr with a small direct-mapped cache.
+func (r *Reader) addr(b []byte) (netip.Addr, bool) {
+	if len(b) == 0 || len(b) > 46 {
+		return parseAddr(b)
+	}
+	h := (uint(b[len(b)-1]) ^ uint(b[len(b)/2])<<1 ^ uint(len(b))<<2) % uint(len(r.addrs))
+	c := &r.addrs[h]
+	if int(c.n) == len(b) && string(c.raw[:c.n]) == string(b) {
+		return c.addr, true
+	}
+	a, ok := parseAddr(b)
+	if ok {
+		c.n = uint8(copy(c.raw[:], b))
+		c.addr = a
+	}
+	return a, ok
 }
 
 // internStr returns b as a string shared by all lines that hold the same

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/siftr-probe/siftr-probe/internal/summary"
+)
+
+// The subcommands that read logs: summary, plot, convert. Each takes
+// flags and log files in any order ("-" is stdin), exits 2 for bad
+// arguments with a one-line message, 1 when reading or writing fails.
+
+// flowIDs is a --flow value: flowids, comma-separated or repeated.
+type flowIDs struct{ ids *[]uint32 }
+
+func (f flowIDs) String() string {
+	if f.ids == nil {
+		return ""
+	}
+	var s []string
+	for _, id := range *f.ids {
+		s = append(s, strconv.FormatUint(uint64(id), 10))
+	}
+	return strings.Join(s, ",")
+}
+
+func (f flowIDs) Set(v string) error {
+	for p := range strings.SplitSeq(v, ",") {
+		id, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
+		if err != nil {
+			return errors.New("not a flowid (a whole number, the 26th column of a data line)")
+		}
+		*f.ids = append(*f.ids, uint32(id))
+	}
+	return nil
+}
+
+// parseArgs parses flags and positional arguments in any order; "--" ends
+// the flags. It returns the positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// subcommand runs the common part of a log-reading subcommand: parsing,
+// --help, the one-line errors. It returns the log paths, or an exit
+// status to return at once.
+func subcommand(name, help string, fs *flag.FlagSet, order []string, args []string, stdout, stderr io.Writer) ([]string, int, bool) {
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, help)
+		fmt.Fprint(w, "\nFlags:\n")
+		printFlags(w, fs, order)
+		fmt.Fprint(w, "  --help\n        print this help and exit\n")
+	}
+	paths, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return nil, exitOK, false
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "siftr-probe %s: %v\nrun 'siftr-probe %s --help' for usage\n", name, flagError(fs, err), name)
+		return nil, exitUsage, false
+	}
+	if len(paths) == 0 {
+		fmt.Fprintf(stderr, "siftr-probe %s: no log file given (use - for stdin)\nrun 'siftr-probe %s --help' for usage\n", name, name)
+		return nil, exitUsage, false
+	}
+	for _, p := range paths {
+		if p == "" {
+			fmt.Fprintf(stderr, "siftr-probe %s: empty file name\n", name)
+			return nil, exitUsage, false
+		}
+	}
+	return paths, 0, true
+}
+
+const summaryHelp = `siftr-probe summary: per-flow statistics of SIFTR logs.
+
+Usage:
+  siftr-probe summary [--flow ID] [--json] [--ppl N] LOG...
+
+Reads SIFTR 1.3.0 text logs (from siftr-probe or FreeBSD's siftr) and
+siftr-probe JSON lines, plain or gzip/zstd compressed; - reads stdin. Several
+files are read as one stream, in the order given: give rotated files oldest
+first. One pass, memory grows with the number of flows only.
+
+For each run (section: enable line to disable line) it prints the disable
+line's totals and checks the conservation identity (packets = data lines +
+sampled out + skipped, per direction), then per flow: duration, records,
+mss, SACK, window scales, min/p50/p99/max of cwnd, ssthresh, bytes in
+flight, srtt and rto (quantiles within 1.6%), time in slow start, congestion
+avoidance and recovery, and from JSON lines retransmissions, staleness and
+the state source. Malformed lines are counted and the first 5 shown.
+
+Examples:
+  siftr-probe summary /var/log/siftr.log
+  siftr-probe summary --flow 476312 --json siftr.log.1.gz siftr.log
+  zstdcat big.log.zst | siftr-probe summary -
+`
+
+func runSummary(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newQuietFlagSet("siftr-probe summary")
+	var cfg summary.Config
+	var asJSON, quiet bool
+	var ppl uint64
+	fs.Var(flowIDs{&cfg.FlowIDs}, "flow", "only the flow(s) with flowid `ID` (the 26th column; comma-separated or repeated)")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON document instead of the tables")
+	fs.Uint64Var(&ppl, "ppl", 0, "the --ppl the log was written with, `N`: 1 makes the identity check exact; 0 = unknown")
+	fs.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	paths, code, ok := subcommand("summary", summaryHelp, fs, []string{"flow", "json", "ppl", "quiet"}, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	cfg.Paths, cfg.Stdin, cfg.PPL = paths, stdin, ppl
+	if !quiet {
+		cfg.Progress = stderr
+	}
+	rep, err := summary.Summarise(cfg)
+	if rep != nil {
+		var werr error
+		if asJSON {
+			werr = rep.WriteJSON(stdout)
+		} else {
+			werr = rep.WriteText(stdout)
+		}
+		if werr != nil && err == nil {
+			err = fmt.Errorf("write: %w", werr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "siftr-probe summary: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
