@@ -25,7 +25,6 @@
 package logset
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -165,6 +164,7 @@ type reader struct {
 	start    time.Time
 	lastProg time.Time
 	bytes    int64
+	lastUS   int64 // time of the last record read
 }
 
 // Read reads the logs of cfg. The error is for a file that cannot be
@@ -202,11 +202,8 @@ func (r *reader) readFile(path string) error {
 	f := &File{Name: path, Compression: in.Compression}
 	r.res.Files = append(r.res.Files, f)
 	rd := siftrlog.NewReader(in)
-	first := true // before the file's first well-formed line
-	var prevLast int64
-	if r.cur != nil {
-		prevLast = r.cur.LastUS
-	}
+	first := true // before the file's first record
+	prevLast := r.lastUS
 	for {
 		err := rd.Next()
 		f.Lines = rd.LineNumber()
@@ -214,12 +211,11 @@ func (r *reader) readFile(path string) error {
 			break
 		}
 		pos := Pos{path, rd.LineNumber()}
-		var le *siftrlog.LineError
-		if errors.As(err, &le) {
-			r.problem(pos, le)
-			continue
-		}
 		if err != nil {
+			if le, ok := err.(*siftrlog.LineError); ok {
+				r.problem(pos, le)
+				continue
+			}
 			f.Bytes = rd.Bytes()
 			return fmt.Errorf("%s: %w", path, err)
 		}
@@ -248,8 +244,9 @@ func (r *reader) readFile(path string) error {
 					"%s starts before the file before it ends: give rotated files oldest first", path))
 			}
 			r.record(pos, f.Format, rec)
+			r.lastUS = rec.TimeUS
+			first = false
 		}
-		first = false
 		if rd.LineNumber()&0xffff == 0 {
 			r.progress(in, rd)
 		}

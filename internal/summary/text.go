@@ -53,8 +53,9 @@ func writeSection(w io.Writer, s *SectionReport) {
 	if len(s.Files) > 1 {
 		files = ", " + plural(len(s.Files), "file")
 	}
-	fmt.Fprintf(w, "\nSection %d: %s to %s (%s%s)\n", s.Index, s.Start, s.End, s.Format, files)
+	fmt.Fprintf(w, "\nSection %d (%s%s)\n", s.Index, s.Format, files)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  from\t%s\n  to\t%s\n", s.Start, s.End)
 	if e := s.Enable; e != nil {
 		src := ""
 		if e.StateSource != "" {
@@ -81,7 +82,11 @@ func writeSection(w io.Writer, s *SectionReport) {
 		fmt.Fprintf(tw, "; %s out of time order", plural64(s.OutOfOrder, "record"))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "  identity\t%s\n", identityText(&s.Identity))
+	verdict, detail := identityText(&s.Identity)
+	fmt.Fprintf(tw, "  identity\t%s\n", verdict)
+	if detail != "" {
+		fmt.Fprintf(tw, "\t%s\n", detail)
+	}
 	for _, n := range s.Identity.Notes {
 		fmt.Fprintf(tw, "\t(%s)\n", n)
 	}
@@ -104,9 +109,10 @@ func writeSection(w io.Writer, s *SectionReport) {
 	}
 }
 
-func identityText(id *IdentityReport) string {
+// identityText returns the verdict and check made, and the numbers.
+func identityText(id *IdentityReport) (string, string) {
 	if id.Check == "none" {
-		return "not checked"
+		return "not checked", ""
 	}
 	verdict := "holds"
 	if !*id.Holds {
@@ -117,20 +123,20 @@ func identityText(id *IdentityReport) string {
 		ppl = "ppl " + strconv.FormatUint(id.PPL, 10)
 	}
 	op := "<="
-	how := "bound check, " + ppl + ": data lines <= packets - skipped"
+	how := "bound check (" + ppl + "): data lines <= packets - skipped"
 	if id.Check == "exact" {
 		op = "="
-		how = "exact check, ppl 1: data lines = packets - skipped"
+		how = "exact check (ppl 1): data lines = packets - skipped"
 	}
 	var parts []string
 	for _, d := range id.PerDir {
 		parts = append(parts, fmt.Sprintf("%s %s %s %s - %s", d.Dir, count(d.DataLines), op, count(d.Packets), count(d.Skipped)))
 	}
-	s := fmt.Sprintf("%s (%s): %s", verdict, how, strings.Join(parts, ", "))
+	s := strings.Join(parts, ", ")
 	if id.Check == "bound" && id.Equal {
 		s += "; equal, as with ppl 1"
 	}
-	return s
+	return verdict + ": " + how, s
 }
 
 func writeFlow(w io.Writer, f *FlowReport) {
@@ -150,10 +156,10 @@ func writeFlow(w io.Writer, f *FlowReport) {
 	if r := f.Retrans; r != nil {
 		line += fmt.Sprintf(", retransmissions %d in the log (socket total %d)", r.InLog, r.Last)
 	}
-	if st := f.StalenessNS; st != nil {
-		line += fmt.Sprintf(", staleness p50 %s p99 %s max %s", ms(st.P50/1e3), ms(st.P99/1e3), ms(float64(st.Max)/1e3))
-	}
 	fmt.Fprintln(w, line)
+	if st := f.StalenessNS; st != nil {
+		fmt.Fprintf(w, "    staleness p50 %s ms, p99 %s ms, max %s ms\n", ms(st.P50/1e3), ms(st.P99/1e3), ms(float64(st.Max)/1e3))
+	}
 	total := f.SlowStartS + f.CongAvoidS + f.RecoveryS
 	pct := func(x float64) string {
 		if total == 0 {
@@ -161,7 +167,7 @@ func writeFlow(w io.Writer, f *FlowReport) {
 		}
 		return fmt.Sprintf("%.1f%%", 100*x/total)
 	}
-	fmt.Fprintf(w, "    time in slow start %.3f s (%s), congestion avoidance %.3f s (%s), recovery %.3f s (%s)\n",
+	fmt.Fprintf(w, "    slow start %.3f s (%s), congestion avoidance %.3f s (%s), recovery %.3f s (%s)\n",
 		f.SlowStartS, pct(f.SlowStartS), f.CongAvoidS, pct(f.CongAvoidS), f.RecoveryS, pct(f.RecoveryS))
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
