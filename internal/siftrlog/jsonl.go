@@ -536,6 +536,7 @@ func (r *Reader) jsonRecord() string {
 	rec := &r.rec
 	rec.Extra = Extra{}
 	rec.TimeNS = 0
+	rec.Fields = r.js.fields
 	var got uint64
 	var la, ra []byte
 	haveTime := false

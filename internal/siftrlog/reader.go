@@ -61,6 +61,9 @@ type Record struct {
 	// time_ns, or TimeUS*1000 for text.
 	TimeNS int64
 	Extra  Extra
+	// Fields are a JSON lines record's keys and values in line order
+	// (Reader.JSONFields), nil for text; valid until the next line.
+	Fields []Field
 }
 
 // Extra is what a JSON lines record has beyond the SIFTR columns. Has
@@ -479,6 +482,7 @@ func parseAddrPort(s, sep string) (netip.AddrPort, error) {
 func (r *Reader) parseDataLine(b []byte) string {
 	rec := &r.rec
 	rec.Extra = Extra{}
+	rec.Fields = nil
 	if len(b) < 2 || b[1] != ',' || (b[0] != 'i' && b[0] != 'o') {
 		return "bad direction"
 	}
