@@ -88,7 +88,7 @@ var knownKinds = map[string]kind{
 	"time_ns": kInt64, "snapshot_time_ns": kInt64, "staleness_ns": kInt64,
 	"cookie": kUint64, "delivery_rate": kUint64, "pacing_rate": kUint64, "bytes_acked": kUint64,
 	"bytes_received": kUint64,
-	"local_port": kUint16, "remote_port": kUint16,
+	"local_port":     kUint16, "remote_port": kUint16,
 }
 
 type column struct {

@@ -283,4 +283,3 @@ func TestErrors(t *testing.T) {
 		t.Errorf("left behind: %v", m)
 	}
 }
-
