@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/siftr-probe/siftr-probe/internal/convert"
+	"github.com/siftr-probe/siftr-probe/internal/plot"
 	"github.com/siftr-probe/siftr-probe/internal/summary"
 )
 
@@ -215,6 +216,80 @@ func runConvert(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "; %d values of keys outside the columns dropped", res.Dropped)
 		}
 		fmt.Fprintln(stderr)
+	}
+	return exitOK
+}
+
+const plotHelp = `siftr-probe plot: time series of each flow's state, as an image or a web page.
+
+Usage:
+  siftr-probe plot [--flow ID] [--fields cwnd,ssthresh,...] -o FILE LOG...
+
+Per flow, against seconds since its first record: cwnd, ssthresh (absent
+while infinite), bytes in flight, snd_wnd and rcv_wnd on a bytes panel; srtt
+and rto on a milliseconds panel. Outbound records are drawn as lines, inbound
+records as dots (HTML: separate series). The output kind comes from -o:
+  .png, .svg   static image, one row per flow (gonum/plot)
+  .html        one self-contained page that works offline: zoom (drag, wheel),
+               pan (shift+drag), toggle series (legend) and flows, hover values
+Millions of records are decimated for drawing (min and max per time bucket,
+which keeps peaks), and it says so on stderr and in the page; --max-points 0
+keeps every record (siftr-probe convert exports the full data).
+
+Fields: cwnd ssthresh inflight snd_wnd rcv_wnd snd_buf_cc rcv_buf_cc
+        srtt rto staleness (staleness from JSON lines only)
+
+Examples:
+  siftr-probe plot -o cwnd.png siftr.log
+  siftr-probe plot --flow 476312 --fields cwnd,ssthresh,srtt -o flow.svg siftr.log
+  siftr-probe plot -o run.html siftr.log.1 siftr.log
+`
+
+func runPlot(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newQuietFlagSet("siftr-probe plot")
+	var cfg plot.Config
+	var fields string
+	var quiet bool
+	fs.Var(flowIDs{&cfg.FlowIDs}, "flow", "only the flow(s) with flowid `ID` (comma-separated or repeated)")
+	fs.StringVar(&fields, "fields", plot.DefaultFields, "the `LIST` of fields to draw, comma-separated")
+	fs.StringVar(&cfg.Out, "o", "", "write to `FILE` (required): .png, .svg or .html")
+	fs.IntVar(&cfg.MaxPoints, "max-points", -1, "keep at most `N` points per flow and direction, decimating beyond; 0 = every record; -1 = 4000 for images, 20000 for HTML")
+	fs.BoolVar(&quiet, "quiet", false, "no progress lines and no decimation notes on stderr")
+	paths, code, ok := subcommand("plot", plotHelp, fs, []string{"o", "flow", "fields", "max-points", "quiet"}, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	usageErr := func(msg string) int {
+		fmt.Fprintf(stderr, "siftr-probe plot: %s\nrun 'siftr-probe plot --help' for usage\n", msg)
+		return exitUsage
+	}
+	if cfg.Out == "" {
+		return usageErr("-o is required (a .png, .svg or .html file)")
+	}
+	if _, err := plot.KindOf(cfg.Out); err != nil {
+		return usageErr(err.Error())
+	}
+	var err error
+	if cfg.Fields, err = plot.ParseFields(fields); err != nil {
+		return usageErr("bad --fields: " + err.Error())
+	}
+	if cfg.MaxPoints < -1 {
+		return usageErr(fmt.Sprintf("bad --max-points %d: must be 0 (every record) or more", cfg.MaxPoints))
+	}
+	cfg.Paths, cfg.Stdin = paths, stdin
+	if !quiet {
+		cfg.Progress = stderr
+	}
+	res, err := plot.Plot(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "siftr-probe plot: %v\n", err)
+		return exitError
+	}
+	if !quiet {
+		for _, d := range res.Decimated() {
+			fmt.Fprintf(stderr, "siftr-probe plot: %s\n", d)
+		}
+		fmt.Fprintf(stderr, "siftr-probe plot: wrote %s: %d flows\n", cfg.Out, len(res.Flows))
 	}
 	return exitOK
 }

@@ -322,6 +322,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runDemo(ctx, args[1:], stdout, stderr)
 		case "summary":
 			return runSummary(args[1:], os.Stdin, stdout, stderr)
+		case "plot":
+			return runPlot(args[1:], os.Stdin, stdout, stderr)
 		case "convert":
 			return runConvert(args[1:], os.Stdin, stdout, stderr)
 		}
