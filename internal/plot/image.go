@@ -109,13 +109,12 @@ func writeImage(w io.Writer, kind string, series []*Series, fields []Field) erro
 
 func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 	p := plot.New()
-	p.X.Label.Text = "seconds since the flow's first record"
+	p.X.Label.Text = "seconds since the flow's first record; lines: outbound records, dots: inbound"
 	p.Title.TextStyle.Font.Size = vg.Points(11)
 	p.Legend.Top = true
-	p.Legend.Left = true
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	p.Add(plotter.NewGrid())
-	scale, unit := 1.0, "ms"
+	scale := 1.0
 	if panel == PanelBytes {
 		var mx float64
 		for d := range 2 {
@@ -127,12 +126,14 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 				}
 			}
 		}
+		var unit string
 		unit, scale = byteUnit(mx)
 		p.Y.Label.Text = unit
 	} else {
-		p.Y.Label.Text = "milliseconds"
+		p.Y.Label.Text = "milliseconds (log scale)"
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
-	_ = unit
 	for k, f := range fields {
 		if f.Panel != panel {
 			continue
@@ -148,7 +149,7 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 			var cur plotter.XYs
 			for _, pt := range pts {
 				v := float64(pt.V[k])
-				if math.IsNaN(v) {
+				if math.IsNaN(v) || (panel == PanelTime && v <= 0) { // log scale: no zeros
 					if len(cur) > 0 {
 						segs = append(segs, cur)
 						cur = nil
@@ -160,10 +161,7 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 			if len(cur) > 0 {
 				segs = append(segs, cur)
 			}
-			name := f.Label + " (out)"
-			if d == 0 {
-				name = f.Label + " (in)"
-			}
+			name := f.Label
 			for i, seg := range segs {
 				if d == 1 {
 					l, err := plotter.NewLine(seg)
@@ -174,7 +172,7 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 					l.Width = vg.Points(1)
 					p.Add(l)
 					if i == 0 {
-						p.Legend.Add(name, l)
+						p.Legend.Add(name, l) // one entry per field: the outbound line
 					}
 				} else {
 					sc, err := plotter.NewScatter(seg)
@@ -185,7 +183,7 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 					sc.Shape = draw.CircleGlyph{}
 					sc.Radius = vg.Points(1.2)
 					p.Add(sc)
-					if i == 0 {
+					if i == 0 && s.Records[1] == 0 {
 						p.Legend.Add(name, sc)
 					}
 				}
