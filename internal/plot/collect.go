@@ -29,9 +29,9 @@ import (
 type Field struct {
 	Name  string // as given to --fields
 	Label string
-	Panel int    // 0 bytes, 1 milliseconds
-	col   int    // siftrlog column, or -1 for staleness
-	inf   bool   // the value InfiniteSsthresh means absent
+	Panel int  // 0 bytes, 1 milliseconds
+	col   int  // siftrlog column, or -1 for staleness
+	inf   bool // the value InfiniteSsthresh means absent
 }
 
 // Panels.
