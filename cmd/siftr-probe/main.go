@@ -63,9 +63,9 @@ fill and bytes in flight, read from the socket right after the packet passed.
 Usage:
   siftr-probe --iface IFACE [--port PORT] [flags]
   siftr-probe demo [--duration D] [--logfile PATH]
-  siftr-probe summary [--flow ID] [--json] LOG...          per-flow statistics
-  siftr-probe plot [--flow ID] [--fields F,...] -o FILE LOG...   PNG, SVG or HTML
-  siftr-probe convert --to parquet|csv -o OUT LOG...       for pandas, DuckDB, ...
+  siftr-probe summary [--flow ID] [--json] LOG...       per-flow statistics
+  siftr-probe plot [--flow ID] [--fields F,...] -o FILE LOG...  PNG, SVG, HTML
+  siftr-probe convert --to parquet|csv -o OUT LOG...    for pandas, DuckDB
   (each subcommand has its own --help)
 
 Examples:
@@ -399,8 +399,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 It builds two network namespaces joined by a veth pair with a TBF rate limit,
 runs built-in TCP bulk transfers on port 5201 over IPv4 and IPv6, captures on
-the sender's side, writes the log and prints a per-flow summary. The lab is
-removed at the end, also on Ctrl-C. No external program is needed.
+the sender's side, writes the log, prints a per-flow summary and draws the log
+beside it (siftr-demo.html, siftr-demo.png). The lab is removed at the end,
+also on Ctrl-C. No external program is needed.
 
 Flags:
 `)

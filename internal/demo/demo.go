@@ -2,7 +2,8 @@
 // newcomer. It builds two network namespaces joined by a veth pair with a
 // TBF rate limit, runs built-in bulk transfers on port 5201 over IPv4 and
 // IPv6 to a dual-stack server, captures on the sender's side and prints a
-// per-flow summary. The lab is removed when it ends, also on Ctrl-C.
+// per-flow summary, then draws the log as an HTML page and a PNG beside
+// it. The lab is removed when it ends, also on Ctrl-C.
 package demo
 
 import (
@@ -14,13 +15,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/plot"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -181,9 +185,33 @@ func Run(ctx context.Context, cfg Config) error {
 	r.sum.Print(out)
 	fmt.Fprintln(out)
 	printFlows(out, flows)
-	fmt.Fprintf(out, "\nthe log: %s (%d data lines). Plot cwnd of outbound packets with, e.g.:\n", cfg.LogFile, r.sum.Lines())
-	fmt.Fprintf(out, "  awk -F, '$1==\"o\" {print $2, $8}' %s > cwnd.dat\n", cfg.LogFile)
+	fmt.Fprintf(out, "\nthe log: %s (%d data lines)\n", cfg.LogFile, r.sum.Lines())
+	htmlPath, pngPath, err := writePlots(cfg.LogFile)
+	if err != nil {
+		fmt.Fprintf(errw, "siftr-probe demo: plotting the log: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "plots:   %s (open it in a browser: zoom, pan, hover for values)\n         %s\n", htmlPath, pngPath)
+	}
+	fmt.Fprintf(out, "more:    siftr-probe summary %s\n         siftr-probe convert --to parquet -o %s %s\n",
+		cfg.LogFile, PlotPaths(cfg.LogFile, ".parquet"), cfg.LogFile)
 	return terr
+}
+
+// PlotPaths returns the file beside the log with extension ext in place
+// of the log's (siftr-demo.log -> siftr-demo.html).
+func PlotPaths(logFile, ext string) string {
+	return strings.TrimSuffix(logFile, filepath.Ext(logFile)) + ext
+}
+
+// writePlots draws the demo's log as an HTML page and a PNG beside it.
+func writePlots(logFile string) (htmlPath, pngPath string, err error) {
+	htmlPath, pngPath = PlotPaths(logFile, ".html"), PlotPaths(logFile, ".png")
+	for _, p := range []string{htmlPath, pngPath} {
+		if _, err := plot.Plot(plot.Config{Paths: []string{logFile}, Out: p, MaxPoints: -1}); err != nil {
+			return "", "", err
+		}
+	}
+	return htmlPath, pngPath, nil
 }
 
 func printFlows(w io.Writer, flows map[uint64]*flowStats) {

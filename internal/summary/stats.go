@@ -16,12 +16,16 @@
 //
 // Each record's state holds until the flow's next record: the time between
 // two consecutive records of a flow is attributed to the state of the
-// first one, and the last record of a flow in a section adds no time. The
-// state of a record is recovery when t_flags has TF_FASTRECOVERY or
+// first one, and the last record of a flow in a section adds no time (nor
+// does the time between two sections, when nothing was logged). The state
+// of a record is recovery when t_flags has TF_FASTRECOVERY or
 // TF_CONGRECOVERY (FreeBSD sets them; siftr-probe sets them from Linux's
-// ca_state Recovery and CWR), else slow start when cwnd < ssthresh (always
-// so while ssthresh is infinite, 1073725440, before the first loss; and
-// after a retransmission timeout), else congestion avoidance.
+// ca_state Recovery and CWR); else slow start while ssthresh is still
+// infinite (1073725440: no loss yet); else congestion avoidance. So the
+// slow start after a retransmission timeout, below a finite ssthresh,
+// counts as congestion avoidance, and for a congestion control that does
+// not use ssthresh (BBR) the split only tells before and after the first
+// loss.
 //
 // An infinite ssthresh is left out of the ssthresh quantiles and counted
 // apart.
@@ -83,7 +87,7 @@ func stateOf(rec *siftrlog.Record) int {
 	switch {
 	case rec.Num[siftrlog.FFlags]&(tfFastRecovery|tfCongRecovery) != 0:
 		return Recovery
-	case rec.Num[siftrlog.FCwnd] < rec.Num[siftrlog.FSsthresh]:
+	case rec.Num[siftrlog.FSsthresh] == siftrlog.InfiniteSsthresh:
 		return SlowStart
 	}
 	return CongAvoid
