@@ -532,7 +532,7 @@ func metadata(res *logset.Result, h *handler) map[string]string {
 type parquetSink struct {
 	w        io.Writer
 	rowGroup int
-	pw       *parquet.Writer
+	pw       *parquet.GenericWriter[any]
 	cols     []column
 	buf      []parquet.Row
 	bytes    [][]byte // copies of the byte values of buf
@@ -580,7 +580,7 @@ func (p *parquetSink) header(s *schema) error {
 		g.fields = append(g.fields, fieldsByName[c.name])
 	}
 	sch := parquet.NewSchema("siftr", g)
-	p.pw = parquet.NewWriter(p.w, sch, parquet.Compression(&zstd.Codec{}),
+	p.pw = parquet.NewGenericWriter[any](p.w, sch, parquet.Compression(&zstd.Codec{}),
 		parquet.MaxRowsPerRowGroup(int64(p.rowGroup)), parquet.CreatedBy("siftr-probe", "", ""))
 	return nil
 }
@@ -678,7 +678,7 @@ func (c *csvSink) row(vals []cell) error {
 func (c *csvSink) close(map[string]string) error { return nil }
 
 func writeCSVField(w *bufio.Writer, b []byte) {
-	if bytes.IndexAny(b, ",\"\r\n") < 0 && (len(b) == 0 || (b[0] != ' ' && b[len(b)-1] != ' ')) {
+	if !bytes.ContainsAny(b, ",\"\r\n") && (len(b) == 0 || (b[0] != ' ' && b[len(b)-1] != ' ')) {
 		w.Write(b)
 		return
 	}

@@ -2,13 +2,24 @@ package netlab
 
 import (
 	"os"
-	"testing"
 )
+
+// TB is the part of testing.TB the helpers below use. It is declared here,
+// rather than importing package testing, so that the binary, which links
+// netlab for the demo, does not link the testing package.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Skip(args ...any)
+	Cleanup(func())
+}
 
 // NewT builds a lab for a test and removes it when the test ends. Without
 // root it skips the test, except under CI=true, where it fails: privileged
 // tests must run in CI.
-func NewT(t testing.TB, cfg Config) *Lab {
+func NewT(t TB, cfg Config) *Lab {
 	t.Helper()
 	RequireRoot(t)
 	lab, err := New(cfg)
@@ -24,7 +35,7 @@ func NewT(t testing.TB, cfg Config) *Lab {
 }
 
 // RequireRoot skips a test that needs root, or fails it under CI=true.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return

@@ -125,10 +125,9 @@ type dirPoints struct {
 }
 
 type bucket struct {
-	n            uint32
-	first, last  int64     // µs since T0US
-	lo, hi       []float32 // per field; NaN when no value
-	loSet, hiSet bool
+	n           uint32
+	first, last int64     // µs since T0US
+	lo, hi      []float32 // per field; NaN when no value
 }
 
 // Point is one drawn point: x in seconds since the flow's first record,
