@@ -57,6 +57,7 @@ type flowStats struct {
 	staleness hist.Histogram
 	cong      string
 	mss       uint32
+	flowID    uint32
 }
 
 // Run runs the demo.
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 		f := flows[r.Snap.Cookie]
 		if f == nil {
 			l, rem := r.Pkt.Local(), r.Pkt.Remote()
-			f = &flowStats{name: fmt.Sprintf("%s -> %s", l, rem), first: r.Pkt.Time, cwndMin: ^uint64(0), cong: r.Snap.CongName(), mss: r.Snap.Info.SndMSS}
+			f = &flowStats{name: fmt.Sprintf("%s -> %s", l, rem), first: r.Pkt.Time, cwndMin: ^uint64(0), cong: r.Snap.CongName(), mss: r.Snap.Info.SndMSS, flowID: r.FlowID()}
 			flows[r.Snap.Cookie] = f
 		}
 		f.records++
@@ -186,7 +187,11 @@ func Run(ctx context.Context, cfg Config) error {
 	fmt.Fprintln(out)
 	printFlows(out, flows)
 	fmt.Fprintf(out, "\nthe log: %s (%d data lines)\n", cfg.LogFile, r.sum.Lines())
-	htmlPath, pngPath, err := writePlots(cfg.LogFile)
+	var ids []uint32 // this run's flows: the log may hold earlier runs too
+	for _, f := range flows {
+		ids = append(ids, f.flowID)
+	}
+	htmlPath, pngPath, err := writePlots(cfg.LogFile, ids)
 	if err != nil {
 		fmt.Fprintf(errw, "siftr-probe demo: plotting the log: %v\n", err)
 	} else {
@@ -203,11 +208,12 @@ func PlotPaths(logFile, ext string) string {
 	return strings.TrimSuffix(logFile, filepath.Ext(logFile)) + ext
 }
 
-// writePlots draws the demo's log as an HTML page and a PNG beside it.
-func writePlots(logFile string) (htmlPath, pngPath string, err error) {
+// writePlots draws the flows ids of the demo's log as an HTML page and a
+// PNG beside it.
+func writePlots(logFile string, ids []uint32) (htmlPath, pngPath string, err error) {
 	htmlPath, pngPath = PlotPaths(logFile, ".html"), PlotPaths(logFile, ".png")
 	for _, p := range []string{htmlPath, pngPath} {
-		if _, err := plot.Plot(plot.Config{Paths: []string{logFile}, Out: p, MaxPoints: -1}); err != nil {
+		if _, err := plot.Plot(plot.Config{Paths: []string{logFile}, Out: p, MaxPoints: -1, FlowIDs: ids}); err != nil {
 			return "", "", err
 		}
 	}

@@ -97,10 +97,9 @@ func writeImage(w io.Writer, kind string, series []*Series, fields []Field) erro
 	dc.Fill(dc.Rectangle.Path())
 	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 6,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
-	canvases := plot.Align(plots, tiles, dc)
 	for r := range plots {
 		for i, p := range plots[r] {
-			p.Draw(canvases[r][i])
+			p.Draw(tiles.At(dc, i, r))
 		}
 	}
 	_, err := c.WriteTo(w)
@@ -112,6 +111,8 @@ func panelPlot(s *Series, fields []Field, panel int) (*plot.Plot, error) {
 	p.X.Label.Text = "seconds since the flow's first record; lines: outbound records, dots: inbound"
 	p.Title.TextStyle.Font.Size = vg.Points(11)
 	p.Legend.Top = true
+	p.Legend.XOffs = -vg.Millimeter * 2
+	p.Legend.YOffs = -vg.Millimeter * 2
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	p.Add(plotter.NewGrid())
 	scale := 1.0
