@@ -432,8 +432,7 @@ func (h *handler) jsonRow(fields []siftrlog.Field) {
 			c.i = v
 		case kUint64, kUint32, kUint16:
 			v, err := strconv.ParseUint(string(f.Value), 10, 64)
-			max := map[kind]uint64{kUint64: 1<<64 - 1, kUint32: 1<<32 - 1, kUint16: 1<<16 - 1}[h.sch.cols[col].kind]
-			if err != nil || v > max {
+			if err != nil || v > maxOf(h.sch.cols[col].kind) {
 				h.dropped++
 				continue
 			}
@@ -447,6 +446,17 @@ func (h *handler) jsonRow(fields []siftrlog.Field) {
 		}
 		h.set(col, c)
 	}
+}
+
+// maxOf returns the largest value of an unsigned kind.
+func maxOf(k kind) uint64 {
+	switch k {
+	case kUint32:
+		return 1<<32 - 1
+	case kUint16:
+		return 1<<16 - 1
+	}
+	return 1<<64 - 1
 }
 
 // metadata builds the Parquet key-value metadata.
