@@ -105,6 +105,10 @@ fill and bytes in flight, read from the socket right after the packet passed.
 Usage:
   siftr-probe --iface IFACE [--port PORT] [flags]
   siftr-probe demo [--duration D] [--logfile PATH]
+  siftr-probe summary [--flow ID] [--json] LOG...       per-flow statistics
+  siftr-probe plot [--flow ID] [--fields F,...] -o FILE LOG...  PNG, SVG, HTML
+  siftr-probe convert --to parquet|csv -o OUT LOG...    for pandas, DuckDB
+  (each subcommand has its own --help)
 
 Examples:
   siftr-probe --iface eth0 --port 5201                 # to /var/log/siftr.log
@@ -397,8 +401,17 @@ func EnvName(flagName string) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
-	if len(args) > 0 && args[0] == "demo" {
-		return runDemo(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(ctx, args[1:], stdout, stderr)
+		case "summary":
+			return runSummary(args[1:], os.Stdin, stdout, stderr)
+		case "plot":
+			return runPlot(args[1:], os.Stdin, stdout, stderr)
+		case "convert":
+			return runConvert(args[1:], os.Stdin, stdout, stderr)
+		}
 	}
 	o, _, err := parse(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -520,8 +533,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 It builds two network namespaces joined by a veth pair with a TBF rate limit,
 runs built-in TCP bulk transfers on port 5201 over IPv4 and IPv6, captures on
-the sender's side, writes the log and prints a per-flow summary. The lab is
-removed at the end, also on Ctrl-C. No external program is needed.
+the sender's side, writes the log, prints a per-flow summary and draws the log
+beside it (siftr-demo.html, siftr-demo.png). The lab is removed at the end,
+also on Ctrl-C. No external program is needed.
 
 Flags:
 `)

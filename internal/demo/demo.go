@@ -2,7 +2,8 @@
 // newcomer. It builds two network namespaces joined by a veth pair with a
 // TBF rate limit, runs built-in bulk transfers on port 5201 over IPv4 and
 // IPv6 to a dual-stack server, captures on the sender's side and prints a
-// per-flow summary. The lab is removed when it ends, also on Ctrl-C.
+// per-flow summary, then draws the log as an HTML page and a PNG beside
+// it. The lab is removed when it ends, also on Ctrl-C.
 package demo
 
 import (
@@ -14,7 +15,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -22,8 +25,10 @@ import (
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
+	"github.com/siftr-probe/siftr-probe/internal/plot"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
+	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // ErrNeedRoot: the demo builds network namespaces, which needs root.
@@ -53,6 +58,7 @@ type flowStats struct {
 	staleness hist.Histogram
 	cong      string
 	mss       uint32
+	flowID    uint32
 }
 
 // Run runs the demo.
@@ -100,7 +106,7 @@ func Run(ctx context.Context, cfg Config) error {
 		f := flows[r.Snap.Cookie]
 		if f == nil {
 			l, rem := r.Pkt.Local(), r.Pkt.Remote()
-			f = &flowStats{name: fmt.Sprintf("%s -> %s", l, rem), first: r.Pkt.Time, cwndMin: ^uint64(0), cong: r.Snap.CongName(), mss: r.Snap.Info.SndMSS}
+			f = &flowStats{name: fmt.Sprintf("%s -> %s", l, rem), first: r.Pkt.Time, cwndMin: ^uint64(0), cong: r.Snap.CongName(), mss: r.Snap.Info.SndMSS, flowID: output.FlowID(r.Snap)}
 			flows[r.Snap.Cookie] = f
 		}
 		f.records++
@@ -181,9 +187,38 @@ func Run(ctx context.Context, cfg Config) error {
 	r.sum.Print(out)
 	fmt.Fprintln(out)
 	printFlows(out, flows)
-	fmt.Fprintf(out, "\nthe log: %s (%d data lines). Plot cwnd of outbound packets with, e.g.:\n", cfg.LogFile, r.sum.Lines())
-	fmt.Fprintf(out, "  awk -F, '$1==\"o\" {print $2, $8}' %s > cwnd.dat\n", cfg.LogFile)
+	fmt.Fprintf(out, "\nthe log: %s (%d data lines)\n", cfg.LogFile, r.sum.Lines())
+	var ids []uint32 // this run's flows: the log may hold earlier runs too
+	for _, f := range flows {
+		ids = append(ids, f.flowID)
+	}
+	htmlPath, pngPath, err := writePlots(cfg.LogFile, ids)
+	if err != nil {
+		fmt.Fprintf(errw, "siftr-probe demo: plotting the log: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "plots:   %s (open it in a browser: zoom, pan, hover for values)\n         %s\n", htmlPath, pngPath)
+	}
+	fmt.Fprintf(out, "more:    siftr-probe summary %s\n         siftr-probe convert --to parquet -o %s %s\n",
+		cfg.LogFile, PlotPaths(cfg.LogFile, ".parquet"), cfg.LogFile)
 	return terr
+}
+
+// PlotPaths returns the file beside the log with extension ext in place
+// of the log's (siftr-demo.log -> siftr-demo.html).
+func PlotPaths(logFile, ext string) string {
+	return strings.TrimSuffix(logFile, filepath.Ext(logFile)) + ext
+}
+
+// writePlots draws the flows ids of the demo's log as an HTML page and a
+// PNG beside it.
+func writePlots(logFile string, ids []uint32) (htmlPath, pngPath string, err error) {
+	htmlPath, pngPath = PlotPaths(logFile, ".html"), PlotPaths(logFile, ".png")
+	for _, p := range []string{htmlPath, pngPath} {
+		if _, err := plot.Plot(plot.Config{Paths: []string{logFile}, Out: p, MaxPoints: -1, FlowIDs: ids}); err != nil {
+			return "", "", err
+		}
+	}
+	return htmlPath, pngPath, nil
 }
 
 func printFlows(w io.Writer, flows map[uint64]*flowStats) {

@@ -42,7 +42,13 @@ func TestIntegrationDemo(t *testing.T) {
 		t.Errorf("%d IPv4 and %d IPv6 lines, want both transfers logged", v4, v6)
 	}
 	s := out.String()
-	for _, want := range []string{"flow (local -> remote)", "10.77.0.1:", "[fd77::1]:", "cwnd min..max", "staleness", "lab removed"} {
+	for _, p := range []string{PlotPaths(logfile, ".html"), PlotPaths(logfile, ".png")} {
+		if st, err := os.Stat(p); err != nil || st.Size() < 10000 {
+			t.Errorf("plot %s: %v", p, err)
+		}
+	}
+	for _, want := range []string{"flow (local -> remote)", "10.77.0.1:", "[fd77::1]:", "cwnd min..max", "staleness", "lab removed",
+		"plots:   " + PlotPaths(logfile, ".html"), "siftr-probe summary " + logfile} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}

@@ -1,9 +1,16 @@
-// Package siftrlog reads SIFTR 1.3.0 logs, strictly: it is the reference
-// reader the tests, the demo and the benchmarks check the writer against.
+// Package siftrlog reads SIFTR 1.3.0 logs: the text format siftr-probe
+// and FreeBSD's siftr(4) write, and siftr-probe's JSON lines.
+//
+// Reader streams a log line by line without allocating per data line and
+// tells malformed lines apart from read errors, so that a caller can count
+// the former and go on; Open adds gzip and zstd decompression. Parse is
+// the strict reader on top of it that the tests, the demo and the
+// benchmarks check the writer against: it fails on the first malformed
+// line and keeps the whole log in memory.
 package siftrlog
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -44,22 +51,13 @@ const (
 	NumFields
 )
 
-var (
-	enableKeys  = []string{"enable_time_secs", "enable_time_usecs", "siftrver", "sysname", "sysver", "ipmode"}
-	disableKeys = []string{"disable_time_secs", "disable_time_usecs", "num_inbound_tcp_pkts", "num_outbound_tcp_pkts",
-		"total_tcp_pkts", "num_inbound_skipped_pkts_malloc", "num_outbound_skipped_pkts_malloc",
-		"num_inbound_skipped_pkts_tcpcb", "num_outbound_skipped_pkts_tcpcb",
-		"num_inbound_skipped_pkts_inpcb", "num_outbound_skipped_pkts_inpcb",
-		"total_skipped_tcp_pkts", "flow_list"}
-)
-
 // Line is one data line.
 type Line struct {
 	Dir           byte // 'i' or 'o'
 	TimeUS        int64
 	Local, Remote netip.AddrPort
-	// Num holds the numeric fields by index (FSsthresh..FFlowType); the
-	// others are zero.
+	// Num holds the numeric fields by index (FLPort, FFPort,
+	// FSsthresh..FFlowType); the others are zero.
 	Num [NumFields]uint64
 }
 
@@ -73,104 +71,45 @@ type Log struct {
 	Flows []string
 }
 
-// Parse reads a whole log and checks the shape of every line.
+// Parse reads a whole log, text or JSON lines, and checks the shape of
+// every line: the first malformed one is an error.
 func Parse(r io.Reader) (*Log, error) {
 	l := &Log{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		s := sc.Text()
-		switch {
-		case strings.HasPrefix(s, "enable_time_secs="):
-			m, err := keyValues(s, enableKeys)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %w", n, err)
-			}
-			l.Enable = append(l.Enable, m)
-		case strings.HasPrefix(s, "disable_time_secs="):
-			m, err := keyValues(s, disableKeys)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %w", n, err)
-			}
-			l.Disable = append(l.Disable, m)
-			fl := m["flow_list"]
-			if fl != "" && !strings.HasSuffix(fl, ",") {
-				return nil, fmt.Errorf("line %d: flow_list does not end with a comma", n)
-			}
-			l.Flows = strings.Split(strings.TrimSuffix(fl, ","), ",")
-			if fl == "" {
-				l.Flows = nil
-			}
-		default:
-			ln, err := parseData(s)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %w: %q", n, err, s)
-			}
-			l.Lines = append(l.Lines, ln)
+	rd := NewReader(r)
+	for {
+		err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return l, nil
 		}
-	}
-	return l, sc.Err()
-}
-
-func keyValues(s string, keys []string) (map[string]string, error) {
-	parts := strings.Split(s, "\t")
-	if len(parts) != len(keys) {
-		return nil, fmt.Errorf("%d tab-separated fields, want %d", len(parts), len(keys))
-	}
-	m := map[string]string{}
-	for i, p := range parts {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok || k != keys[i] {
-			return nil, fmt.Errorf("field %d is %q, want key %s", i+1, p, keys[i])
+		var le *LineError
+		if errors.As(err, &le) {
+			return nil, le
 		}
-		m[k] = v
-	}
-	return m, nil
-}
-
-func parseData(s string) (Line, error) {
-	var ln Line
-	f := strings.Split(s, ",")
-	if len(f) != NumFields {
-		return ln, fmt.Errorf("%d fields, want %d", len(f), NumFields)
-	}
-	if f[FDir] != "i" && f[FDir] != "o" {
-		return ln, fmt.Errorf("bad direction")
-	}
-	ln.Dir = f[FDir][0]
-	sec, usec, ok := strings.Cut(f[FTime], ".")
-	if !ok || len(usec) != 6 {
-		return ln, fmt.Errorf("bad time")
-	}
-	si, err1 := strconv.ParseInt(sec, 10, 64)
-	ui, err2 := strconv.ParseInt(usec, 10, 64)
-	if err1 != nil || err2 != nil {
-		return ln, fmt.Errorf("bad time")
-	}
-	ln.TimeUS = si*1e6 + ui
-	for i := FLPort; i < NumFields; i++ {
-		if i == FFAddr {
-			continue
-		}
-		v, err := strconv.ParseUint(f[i], 10, 32)
 		if err != nil {
-			return ln, fmt.Errorf("field %d: %v", i+1, err)
+			return nil, fmt.Errorf("line %d: %w", rd.LineNumber()+1, err)
 		}
-		ln.Num[i] = v
+		switch rd.Kind() {
+		case KindEnable:
+			l.Enable = append(l.Enable, kvMap(rd.Enable().Fields))
+		case KindDisable:
+			d := rd.Disable()
+			l.Disable = append(l.Disable, kvMap(d.Fields))
+			l.Flows = nil
+			if d.FlowList != "" {
+				l.Flows = strings.Split(strings.TrimSuffix(d.FlowList, ","), ",")
+			}
+		case KindRecord:
+			l.Lines = append(l.Lines, rd.Record().Line)
+		}
 	}
-	la, err1 := netip.ParseAddr(f[FLAddr])
-	fa, err2 := netip.ParseAddr(f[FFAddr])
-	if err1 != nil || err2 != nil || la.Zone() != "" || fa.Zone() != "" {
-		return ln, fmt.Errorf("bad address")
+}
+
+func kvMap(kv []KV) map[string]string {
+	m := make(map[string]string, len(kv))
+	for _, f := range kv {
+		m[f.Key] = f.Value
 	}
-	if ln.Num[FLPort] > 65535 || ln.Num[FFPort] > 65535 {
-		return ln, fmt.Errorf("bad port")
-	}
-	ln.Local = netip.AddrPortFrom(la, uint16(ln.Num[FLPort]))
-	ln.Remote = netip.AddrPortFrom(fa, uint16(ln.Num[FFPort]))
-	return ln, nil
+	return m
 }
 
 // Uint returns a numeric key of the last disable line (0 if absent).
