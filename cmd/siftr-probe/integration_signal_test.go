@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,8 +154,27 @@ func TestIntegrationBrokenStdout(t *testing.T) {
 	}
 	r.Close()
 	// Records to write into the closed pipe; the probe stops on its own.
-	send(t, &lab.A, "10.77.0.2:5201", 1<<20)
-	err = <-done
+	// The connection stays open until it has: on a busy machine a short
+	// one can be over before its packets are looked up, and then there is
+	// no record to write.
+	var c net.Conn
+	if err := lab.A.Do(func() (err error) { c, err = net.Dial("tcp", "10.77.0.2:5201"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+writing:
+	for {
+		select {
+		case err = <-done:
+			break writing
+		default:
+		}
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, werr := c.Write(buf); werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
+			t.Fatalf("write: %v", werr)
+		}
+	}
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != exitError {
 		t.Errorf("exit: %v, want status %d (a SIGPIPE death is %q)", err, exitError, "signal: broken pipe")
