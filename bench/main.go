@@ -63,6 +63,8 @@ var (
 	vProbe   = variant{name: "siftr-probe", kind: kindProbe, args: []string{"--ppl", "1"}}
 	vTcpdump = variant{name: "tcpdump", kind: kindTcpdump}
 	vSS      = variant{name: "ss -tin loop", kind: kindSS}
+	// vExact reads the state in the kernel at the packet (eBPF).
+	vExact = variant{name: "siftr-probe --state exact", kind: kindProbe, args: []string{"--ppl", "1", "--state", "exact"}}
 	// vProbeSlowBlocks shows the block timeout's trade: fewer wake-ups
 	// (less CPU) for staler snapshots.
 	vProbeSlowBlocks = variant{name: "siftr-probe --block-timeout 8ms", kind: kindProbe, args: []string{"--ppl", "1", "--block-timeout", "8ms"}}
@@ -71,25 +73,27 @@ var (
 func scenarios() []scenario {
 	return []scenario{
 		{name: "pps", desc: "1 iperf3 flow, TSO/GSO/GRO off, ppl=1", noOffloads: true, parallel: 1,
-			variants: []variant{vProbe, vTcpdump, vSS,
+			variants: []variant{vProbe, vExact, vTcpdump, vSS,
 				vProbeSlowBlocks,
 				{name: "siftr-probe on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1"}},
+				{name: "siftr-probe --state exact on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1", "--state", "exact"}},
 			}},
 		{name: "pps-16k-writes", desc: "pps, but iperf3 -l 16K: each sendmsg holds the socket lock for 16 KiB instead of 128 KiB",
 			noOffloads: true, parallel: 1, iperfArgs: []string{"-l", "16K"},
-			variants: []variant{vProbe, {name: "siftr-probe on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1"}}}},
+			variants: []variant{vProbe, vExact, {name: "siftr-probe on receiver (B)", kind: kindProbe, side: "B", args: []string{"--ppl", "1"}}}},
 		{name: "bulk", desc: "1 iperf3 flow, offloads on, ppl=1", parallel: 1,
-			variants: []variant{vProbe, vTcpdump, vSS}},
+			variants: []variant{vProbe, vExact, vTcpdump, vSS}},
 		{name: "flows", desc: "iperf3 -P 64, offloads off, ppl=1", noOffloads: true, parallel: 64,
-			variants: []variant{vProbe, vTcpdump, vSS}},
+			variants: []variant{vProbe, vExact, vTcpdump, vSS}},
 		{name: "churn", desc: "8 goroutines: connect, send 16 KiB, close, repeat; offloads off, ppl=1",
 			noOffloads: true, traffic: trafficChurn, parallel: 8,
-			variants: []variant{vProbe, vTcpdump, vSS}},
+			variants: []variant{vProbe, vExact, vTcpdump, vSS}},
 		{name: "sampled", desc: "pps scenario with ppl=100", noOffloads: true, parallel: 1,
-			variants: []variant{{name: "siftr-probe --ppl 100", kind: kindProbe, args: []string{"--ppl", "100"}}, vTcpdump}},
+			variants: []variant{{name: "siftr-probe --ppl 100", kind: kindProbe, args: []string{"--ppl", "100"}},
+				{name: "siftr-probe --state exact --ppl 100", kind: kindProbe, args: []string{"--ppl", "100", "--state", "exact"}}, vTcpdump}},
 		{name: "10k", desc: "10,000 concurrent connections, each sending 64 bytes every second, ppl=1",
 			traffic: trafficIdle, parallel: 10000,
-			variants: []variant{vProbe, vTcpdump, vSS, vProbeSlowBlocks}},
+			variants: []variant{vProbe, vExact, vTcpdump, vSS, vProbeSlowBlocks}},
 	}
 }
 
@@ -100,6 +104,7 @@ type options struct {
 	only              map[string]bool
 	useIperf          bool
 	haveTcpdump       bool
+	fidelity          bool
 	cmdline           string
 }
 
@@ -113,6 +118,7 @@ func main() {
 	flag.IntVar(&o.goBenchRuns, "gobench", 5, "-count for the Go micro-benchmarks; 0 skips them")
 	discard := flag.String("discard-server", "", "internal: run a discard server on this address (used for the 10k scenario)")
 	flag.StringVar(&o.profiles, "profiles", "", "if set, write a CPU profile of each probe variant's first run into this directory")
+	flag.BoolVar(&o.fidelity, "fidelity", true, "measure both state sources against the kernel's tcp:tcp_probe tracepoint")
 	flag.Parse()
 	if *discard != "" {
 		if err := discardServer(*discard); err != nil {
@@ -164,6 +170,14 @@ func run(ctx context.Context, o *options) error {
 		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
 	o.useIperf, o.haveTcpdump = ensureTools()
+	// The kernel counts the eBPF programs' run time only with this on: it
+	// is charged to whatever process a packet interrupted, so the exact
+	// source's in-kernel cost is read from its programs' statistics.
+	if restore, err := setSysctl("/proc/sys/kernel/bpf_stats_enabled", "1"); err != nil {
+		logf("kernel.bpf_stats_enabled: %v (the programs' in-kernel time stays 0)", err)
+	} else {
+		defer restore()
+	}
 
 	tmp, err := os.MkdirTemp("", "siftr-bench-")
 	if err != nil {
@@ -198,6 +212,10 @@ func run(ctx context.Context, o *options) error {
 		}
 		results = append(results, res)
 	}
+	var fid []fidelityResult
+	if o.fidelity && ctx.Err() == nil {
+		fid = runFidelity(ctx, o)
+	}
 	var gb []goBench
 	var gbErr error
 	if o.goBenchRuns > 0 && ctx.Err() == nil {
@@ -210,7 +228,7 @@ func run(ctx context.Context, o *options) error {
 		return errors.New("interrupted; results not written")
 	}
 	env.elapsed = time.Since(begin)
-	md := renderMarkdown(o, env, results, gb, gbErr)
+	md := renderMarkdown(o, env, results, fid, gb, gbErr)
 	if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 		return err
 	}
@@ -358,6 +376,7 @@ func measureOne(ctx context.Context, o *options, lab *benchLab, bin, tmp string,
 		m.Traffic = fmt.Sprintf("%.2f Gbit/s", bps/1e9)
 	case trafficChurn:
 		n, bad, err := lab.churn(ctx, sc.parallel, d)
+		m.Conns = uint64(n + bad)
 		m.Traffic = fmt.Sprintf("%.0f conn/s", float64(n)/d.Seconds())
 		if bad > 0 {
 			// Not a failure of the tool under test: noted, not an error.
@@ -415,4 +434,17 @@ func (c cpuStat) since(c0 cpuStat) (busy, steal float64) {
 		return 0, 0
 	}
 	return float64(c.busy-c0.busy) / t, float64(c.steal-c0.steal) / t
+}
+
+// setSysctl writes value to a /proc/sys file and returns a function that
+// writes the old value back.
+func setSysctl(path, value string) (func(), error) {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(value), 0); err != nil {
+		return nil, err
+	}
+	return func() { os.WriteFile(path, old, 0) }, nil
 }

@@ -203,6 +203,11 @@ type probeReport struct {
 		LookupErrors uint64
 		HandoffFull  uint64
 	} `json:"resolve"`
+	State string `json:"state"`
+	Exact struct {
+		RunNanos, RunCount     uint64
+		Confirmed, Unconfirmed uint64
+	} `json:"exact"`
 	Writer struct {
 		Records, Rejected, Late uint64
 	} `json:"writer"`
@@ -319,6 +324,8 @@ type measurement struct {
 	SampledOut    uint64
 	CPU           float64 // seconds, user+system
 	SysCPU        float64 // seconds, system
+	BPF           float64 // seconds the exact source's eBPF programs ran in the kernel
+	Conns         uint64  // churn: connections made
 	RSS           uint64
 	StaleP50      float64 // ms
 	StaleP99      float64
@@ -423,6 +430,7 @@ func (p *probeTool) end(m *measurement) error {
 	m.FlowsCreated = r.Engine.FlowsCreated
 	m.FlowTableFull = r.Engine.FlowTableFull
 	m.HandoffFull, m.SinkRejected = r.Resolve.HandoffFull, r.Engine.SinkRejected
+	m.BPF = float64(r.Exact.RunNanos) / 1e9
 	lc, err := checkLog(p.logPath())
 	if err != nil {
 		m.IdentityNote = "log: " + err.Error()

@@ -19,6 +19,7 @@ type probeConfig struct {
 	Port    uint16
 	Enabled uint8
 	L2len   uint8
+	WakeNs  uint32
 }
 
 type probeEvent struct {
@@ -112,6 +113,7 @@ const (
 	probeMapEvents        = "events"
 	probeMapSettings      = "settings"
 	probeMapSocks         = "socks"
+	probeMapWakes         = "wakes"
 	probeProgSiftrEgress  = "siftr_egress"
 	probeProgSiftrIngress = "siftr_ingress"
 	probeProgSiftrTcp     = "siftr_tcp"
@@ -174,6 +176,7 @@ type probeMapSpecs struct {
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Settings *ebpf.MapSpec `ebpf:"settings"`
 	Socks    *ebpf.MapSpec `ebpf:"socks"`
+	Wakes    *ebpf.MapSpec `ebpf:"wakes"`
 }
 
 // probeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -208,6 +211,7 @@ type probeMaps struct {
 	Events   *ebpf.Map `ebpf:"events"`
 	Settings *ebpf.Map `ebpf:"settings"`
 	Socks    *ebpf.Map `ebpf:"socks"`
+	Wakes    *ebpf.Map `ebpf:"wakes"`
 }
 
 func (m *probeMaps) Close() error {
@@ -216,6 +220,7 @@ func (m *probeMaps) Close() error {
 		m.Events,
 		m.Settings,
 		m.Socks,
+		m.Wakes,
 	)
 }
 

@@ -30,11 +30,12 @@ var ErrNoInterface = errors.New("no such network interface")
 const (
 	// batchLen is the most records handed to the engine at once.
 	batchLen = 256
-	// idleEvery is how often an idle reader moves its watermark on and
-	// reads the kernel's counters.
-	idleEvery = 10 * time.Millisecond
-	// tallyEvery is how often the kernel's counters are read while busy.
-	tallyEvery = 100 * time.Millisecond
+	// pollEvery is how often the reader looks at the ring buffer when the
+	// programs did not wake it, moves its watermark on and reads the
+	// kernel's counters.
+	pollEvery = 5 * time.Millisecond
+	// wakeEvery is how often, at most, the programs wake the reader, per CPU.
+	wakeEvery = time.Millisecond
 	// watermarkLag is how far behind now an idle watermark stays: a record
 	// reserved in the ring before now may still be being written.
 	watermarkLag = time.Millisecond
@@ -178,7 +179,7 @@ func linkHeaderLen(encap string) uint8 {
 // configure writes the programs' settings; enabled false stops them from
 // counting and writing anything.
 func (s *Source) configure(enabled bool) error {
-	cfg := probeConfig{Ppl: s.cfg.PPL, Port: s.cfg.Port, L2len: s.l2len}
+	cfg := probeConfig{Ppl: s.cfg.PPL, Port: s.cfg.Port, L2len: s.l2len, WakeNs: uint32(wakeEvery)}
 	if enabled {
 		cfg.Enabled = 1
 	}
@@ -194,32 +195,21 @@ func (s *Source) Producers() int { return 1 }
 // Run reads records from the ring buffer and hands them to e until ctx is
 // done; then it stops the programs, reads what they wrote before they
 // stopped, and hands e the kernel's final counts.
+//
+// The programs wake it at most every wakeEvery per CPU; otherwise it reads
+// every pollEvery, and hands the engine what it read.
 func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 	if s.rd == nil {
 		return errors.New("exact: source closed")
 	}
 	r := newReader(e, s.hz, monoclock.Offset())
+	defer s.publish(r)
 	var (
 		rec       ringbuf.Record
-		lastTally = time.Now()
-		lastClock = lastTally
+		lastClock = time.Now()
 		stopping  = false
 	)
-	defer s.publish(r)
 	for {
-		if len(r.recs) >= batchLen || (len(r.recs) > 0 && s.rd.AvailableBytes() == 0) {
-			r.flush(0)
-		}
-		if now := time.Now(); now.Sub(lastTally) >= tallyEvery {
-			s.tally(e)
-			s.publish(r)
-			// By packet time: the reader may be behind the ring.
-			r.expire(r.newest - holdFor)
-			lastTally = now
-			if now.Sub(lastClock) >= time.Second {
-				r.offset, lastClock = monoclock.Offset(), now
-			}
-		}
 		if !stopping && ctx.Err() != nil {
 			// Stop the programs, then read everything they wrote.
 			stopping = true
@@ -228,27 +218,40 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 		if stopping {
 			s.rd.SetDeadline(time.Now().Add(-time.Second))
 		} else {
-			s.rd.SetDeadline(time.Now().Add(idleEvery))
+			s.rd.SetDeadline(time.Now().Add(pollEvery))
 		}
-		err := s.rd.ReadInto(&rec)
-		switch {
-		case err == nil:
+		// Read until the ring is empty and the deadline has passed.
+		var err error
+		for {
+			if err = s.rd.ReadInto(&rec); err != nil {
+				break
+			}
 			if len(rec.RawSample) < int(unsafe.Sizeof(probeEvent{})) {
 				s.lost.Add(1) // cannot happen: the kernel writes whole events
 				continue
 			}
 			r.event((*probeEvent)(unsafe.Pointer(&rec.RawSample[0])))
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if stopping {
-				r.releaseAll()
+			if len(r.recs) >= batchLen {
 				r.flush(0)
-				s.tally(e)
-				s.finish(e, r)
-				return nil
 			}
-			now := time.Now()
-			r.expire(now.UnixNano() - holdFor)
+		}
+		now := time.Now()
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded) && !stopping:
+			// By packet time: the reader may be behind the ring.
+			r.expire(r.newest - holdFor)
 			r.flush(now.Add(-watermarkLag).UnixNano())
+			s.tally(e)
+			s.publish(r)
+			if now.Sub(lastClock) >= time.Second {
+				r.offset, lastClock = monoclock.Offset(), now
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.releaseAll()
+			r.flush(0)
+			s.tally(e)
+			s.finish(e, r)
+			return nil
 		default:
 			s.stop()
 			r.releaseAll()

@@ -92,6 +92,7 @@ struct config {
 	__u16 port;    /* TCP port filter, host order; 0: all */
 	__u8 enabled;  /* 0: count nothing, write nothing */
 	__u8 l2len;    /* link-layer header bytes before IP (14 on Ethernet and lo); 0xff: unknown */
+	__u32 wake_ns; /* wake the reader at most this often, per CPU */
 };
 
 /* Kinds of event. */
@@ -199,6 +200,14 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* Per CPU: when submit may wake the reader next (bpf_ktime_get_ns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} wakes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -222,6 +231,22 @@ struct pkt {
 };
 
 enum { PARSE_OK, PARSE_IGNORE, PARSE_MALFORMED };
+
+/* submit commits a reserved event, and wakes the reader at most once per
+ * cfg->wake_ns on each CPU: a wake-up per record would cost more than the
+ * record (and asking the ring how full it is costs a shared cache line);
+ * between wake-ups the reader reads on its own timer. */
+static __always_inline void submit(void *e, struct config *cfg, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *next = bpf_map_lookup_elem(&wakes, &zero);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (next && now >= *next) {
+		*next = now + cfg->wake_ns;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+}
 
 static __always_inline void count(struct tally *c, __u8 dir, int reason)
 {
@@ -585,7 +610,7 @@ static __always_inline void record(struct __sk_buff *skb, struct tally *c, struc
 	e->confirm = dir == 0 && e->state == TCP_ESTABLISHED;
 	if (e->confirm)
 		__sync_fetch_and_add(&st->pending, 1);
-	bpf_ringbuf_submit(e, 0);
+	submit(e, cfg, now);
 	count(c, dir, R_RECORDS);
 out:
 	if (owned)
@@ -656,8 +681,9 @@ int siftr_tcp(__u64 *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 zero = 0;
 	struct tally *c = bpf_map_lookup_elem(&counters, &zero);
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!c || !tp)
+	if (!c || !cfg || !tp)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -672,7 +698,7 @@ int siftr_tcp(__u64 *ctx)
 	e->ack = BPF_CORE_READ(cb, ack_seq);
 	e->kind = EV_CONFIRM;
 	e->skb = (__u64)skb;
-	bpf_ringbuf_submit(e, 0);
+	submit(e, cfg, now);
 	count(c, 0, R_CONFIRMS);
 	return 0;
 }
