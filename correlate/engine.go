@@ -30,6 +30,8 @@ type Config struct {
 	MaxFlowList int
 	// PruneInterval is how often Run prunes the flow table; 0 means 1s.
 	PruneInterval time.Duration
+	// Origin, if set, is where the sockets live: every record points to it.
+	Origin *Origin
 }
 
 // Stats are the engine's own counters beyond the SIFTR counts.
@@ -216,6 +218,16 @@ func settle(t *tally, pk *tcp.Packet, snap *tcp.Snapshot, recs []Record) []Recor
 	return recs
 }
 
+// stamp points the records an engine made to its origin.
+func (e *Engine) stamp(recs []Record) {
+	if e.cfg.Origin == nil {
+		return
+	}
+	for i := range recs {
+		recs[i].Origin = e.cfg.Origin
+	}
+}
+
 // Stated takes a packet that comes with its socket's state, read at the
 // packet by a source that also sampled it: it is counted in its flow and
 // becomes a record (appended to recs, and returned), unless its state says
@@ -257,6 +269,7 @@ func (e *Engine) Submit(p int, recs []Record, watermark int64) {
 		e.sink.Advance(p, watermark)
 		return
 	}
+	e.stamp(recs)
 	if e.sink.Submit(p, recs, watermark) {
 		return
 	}

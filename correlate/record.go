@@ -13,6 +13,20 @@ import (
 type Record struct {
 	Pkt  tcp.Packet
 	Snap *tcp.Snapshot
+	// Origin is where the socket lives; nil when the engine was given none.
+	Origin *Origin
+}
+
+// Origin says where a record's socket lives: its network namespace and,
+// on Kubernetes, its pod. One value is shared by the records of an engine
+// and never modified once records point to it.
+type Origin struct {
+	NetNS     uint64 // the network namespace's inode
+	NetNSName string // its name under /run/netns, if it has one
+	// The pod whose namespace it is, on Kubernetes; empty otherwise.
+	PodNamespace, PodName, PodUID string
+	// Container is the pod's container where it has just one.
+	Container string
 }
 
 // Staleness is how long after the packet its socket state was read, in

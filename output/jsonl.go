@@ -87,6 +87,7 @@ func (jsonlFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	dst = append(dst, `,"state_source":"`...)
 	dst = append(dst, s.Source.String()...)
 	dst = append(dst, '"')
+	dst = appendOrigin(dst, r.Origin)
 	dst = appendJKey(dst, `,"cookie":`, s.Cookie)
 	dst = append(dst, `,"cong":"`...)
 	dst = appendJSONBytes(dst, s.Cong[:])
@@ -140,6 +141,25 @@ func (jsonlFormat) AppendFooter(dst []byte, f *Footer) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}\n"...)
+}
+
+// appendOrigin appends where the record's socket lives: its network
+// namespace and pod (empty strings and 0 when unknown).
+func appendOrigin(dst []byte, o *correlate.Origin) []byte {
+	var none correlate.Origin
+	if o == nil {
+		o = &none
+	}
+	dst = appendJKey(dst, `,"netns_inode":`, o.NetNS)
+	for _, kv := range [...]struct{ key, v string }{
+		{`,"netns_name":"`, o.NetNSName}, {`,"pod_namespace":"`, o.PodNamespace},
+		{`,"pod_name":"`, o.PodName}, {`,"pod_uid":"`, o.PodUID}, {`,"container":"`, o.Container},
+	} {
+		dst = append(dst, kv.key...)
+		dst = appendJSONBytes(dst, []byte(kv.v))
+		dst = append(dst, '"')
+	}
+	return dst
 }
 
 // appendJKey appends key (`,"name":`) and v.

@@ -44,8 +44,13 @@ type WriterConfig struct {
 	// Format formats the log; nil means SIFTR().
 	Format Format
 	// Workers is the number of producers; they are numbered 0..Workers-1.
+	// With Slots, it is how many there can be at once.
 	// Each has its own watermark. It must be at least 1.
 	Workers int
+	// Slots makes the producers come and go: none exists at first, Reserve
+	// adds some and Release removes them. A producer slot that is not
+	// reserved never holds the output back.
+	Slots bool
 	// QueueLen bounds the queue between producers and the writer, in
 	// batches (one batch per Submit, or more for a Submit of more than
 	// BatchCap records); 0 means DefaultQueueLen.
@@ -123,10 +128,10 @@ var ErrClosed = errors.New("output: writer closed")
 // writer holds at most MaxHeld records for ordering, plus up to one queue's
 // worth it is taking in. Batch buffers are reused (by power-of-two size
 // class), so their total never exceeds the peak of records queued and held,
-// rounded up to a power of two per batch. A Record is 104 bytes, plus its
+// rounded up to a power of two per batch. A Record is 112 bytes, plus its
 // share of the snapshot it points to (about 300 bytes, shared by every
 // packet one lookup served in diag mode, one per record in exact mode): the
-// default queue bound, 256k records, is about 27 MB of records, and up to
+// default queue bound, 256k records, is about 29 MB of records, and up to
 // about 100 MB with their snapshots when none is shared.
 //
 // # Concurrency
@@ -165,6 +170,8 @@ type Writer struct {
 	freeMu   sync.Mutex           // guards free
 	free     [numClasses][]*batch // idle batches by size class
 	marks    []workerMark
+	slotMu   sync.Mutex // guards slots
+	slots    []bool     // reserved producers
 	wake     chan struct{}
 	reopenc  chan chan error
 	closing  chan struct{}
@@ -290,8 +297,14 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 
 	w.queue = make(chan *batch, w.queueLen)
 	w.marks = make([]workerMark, cfg.Workers)
+	w.slots = make([]bool, cfg.Workers)
 	for i := range w.marks {
-		w.marks[i].wm.Store(math.MinInt64)
+		if cfg.Slots {
+			w.marks[i].wm.Store(math.MaxInt64)
+		} else {
+			w.marks[i].wm.Store(math.MinInt64)
+			w.slots[i] = true
+		}
 	}
 	w.cur = make([]int64, cfg.Workers)
 	w.wake = make(chan struct{}, 1)
@@ -373,6 +386,47 @@ func (w *Writer) setMark(worker int, wm int64) bool {
 	}
 	m.Store(wm) // only this worker stores to m
 	return true
+}
+
+// Reserve adds n producers (WriterConfig.Slots) and returns the number of
+// the first; they are numbered first..first+n-1. Their watermarks start at
+// from: they must not submit records older than that (they would be written
+// late). It fails when n contiguous slots are not free.
+func (w *Writer) Reserve(n int, from int64) (int, error) {
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	for first := 0; first+n <= len(w.slots); first++ {
+		free := true
+		for i := first; i < first+n; i++ {
+			if w.slots[i] {
+				free, first = false, i
+				break
+			}
+		}
+		if !free {
+			continue
+		}
+		for i := first; i < first+n; i++ {
+			w.slots[i] = true
+			w.marks[i].wm.Store(from)
+		}
+		w.poke()
+		return first, nil
+	}
+	return 0, fmt.Errorf("output: no %d free producer slots of %d", n, len(w.slots))
+}
+
+// Release removes the producers first..first+n-1, which must have stopped
+// submitting: the records they submitted are written as usual, and they
+// hold the output back no more.
+func (w *Writer) Release(first, n int) {
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	for i := first; i < first+n; i++ {
+		w.slots[i] = false
+		w.marks[i].wm.Store(math.MaxInt64)
+	}
+	w.poke()
 }
 
 // poke wakes the writer goroutine without blocking.

@@ -742,9 +742,9 @@ func TestWriterOnRecord(t *testing.T) {
 }
 
 // TestRecordSize guards the memory estimate in the Writer's doc: the
-// default queue bound is sized for 104-byte records.
+// default queue bound is sized for 112-byte records.
 func TestRecordSize(t *testing.T) {
-	if n := unsafe.Sizeof(correlate.Record{}); n > 104 {
-		t.Errorf("correlate.Record is %d bytes; the queue bounds assume 104", n)
+	if n := unsafe.Sizeof(correlate.Record{}); n > 112 {
+		t.Errorf("correlate.Record is %d bytes; the queue bounds assume 112", n)
 	}
 }

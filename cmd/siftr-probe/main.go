@@ -165,6 +165,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(sizeFlag{&c.RingSize}, "ring-size", "`SIZE` of each ring in bytes, k/M suffixes allowed (default 8M)")
 	fs.DurationVar(&c.Duration, "duration", 0, "stop after `D` (e.g. 30s, 5m); 0 = run until Ctrl-C or SIGTERM")
 	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in the network namespace at `PATH` (/var/run/netns/NAME, /proc/PID/ns/net)")
+	fs.BoolVar(&c.AllNetNS, "all-netns", false, "follow every network namespace of the host (pods, containers, ip netns), found within a second, each on its interfaces: --iface is then a pattern (eth*), by default every interface with a global address")
+	fs.Var(listFlag{&c.NetNSInclude}, "netns-include", "with --all-netns, follow only namespaces matching one of `TERMS` (comma-separated netns=GLOB for a name or inode, iface=GLOB, pod=NAMESPACE/NAME)")
+	fs.Var(listFlag{&c.NetNSExclude}, "netns-exclude", "with --all-netns, leave out namespaces matching one of `TERMS` (as --netns-include)")
+	fs.Var(intFlag{&c.MaxNetNS}, "max-netns", "with --all-netns, follow at most `N` namespaces; more are counted and named in a warning (default 256)")
+	fs.StringVar(&c.LogPerNetNS, "log-per-netns", "", "with --all-netns, write a SIFTR log per namespace and interface into directory `DIR` (NAME-IFACE.log, each with its own enable and disable lines) instead of one log")
 	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr every `D`, at least 100ms; 0 = none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port, e.g. 127.0.0.1:9721); off when empty")
 	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to file `PATH` (counts, drops, staleness, CPU, peak RSS); opened at start, with the rules of --logfile, replaced at exit")
@@ -227,7 +232,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 }
 
 // flagOrder is the order of the flags in --help: most used first.
-var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "state", "duration", "netns",
+var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "state", "duration", "netns", "all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns",
 	"metrics-addr", "status-interval", "quiet", "stats-file",
 	"workers", "block-timeout", "block-size", "ring-size", "attach", "cpuprofile", "version"}
 
@@ -301,8 +306,18 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.version {
 		return o, fs, nil
 	}
-	if o.cfg.Iface == "" {
+	if o.cfg.Iface == "" && !o.cfg.AllNetNS {
 		return nil, fs, errors.New("--iface is required (for example --iface eth0; list interfaces with: ip link)")
+	}
+	if !o.cfg.AllNetNS {
+		for _, name := range []string{"netns-include", "netns-exclude", "max-netns", "log-per-netns"} {
+			if given(fs, name) {
+				return nil, fs, fmt.Errorf("--%s needs --all-netns", name)
+			}
+		}
+	}
+	if o.cfg.AllNetNS && o.cfg.NetNS != "" {
+		return nil, fs, errors.New("--all-netns and --netns exclude each other")
 	}
 	for name, v := range map[string]string{"logfile": o.cfg.LogFile, "stats-file": o.stats, "cpuprofile": o.cpuprof} {
 		if v == "" && given(fs, name) {
@@ -621,3 +636,22 @@ func (f intFlag) Set(v string) error {
 }
 
 func (f intFlag) Get() any { return *f.p }
+
+// listFlag collects comma-separated values, from one or more uses of the flag.
+type listFlag struct{ p *[]string }
+
+func (l listFlag) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			*l.p = append(*l.p, t)
+		}
+	}
+	return nil
+}

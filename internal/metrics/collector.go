@@ -22,6 +22,18 @@ type Stats struct {
 	Resolve correlate.ResolveStats // diag mode: correlate.Resolver.Stats
 	Diag    diag.Stats             // diag mode: diag.Client.Stats, summed over clients
 	Exact   exact.Stats            // exact mode: exact.Source.Stats
+	// NetNS breaks the counts down by network namespace and interface
+	// (--all-netns); NetNSBeyondMax counts namespaces not followed.
+	NetNS          []NetNSStats
+	NetNSBeyondMax uint64
+}
+
+// NetNSStats are one followed namespace's interface's counts.
+type NetNSStats struct {
+	Origin correlate.Origin
+	Iface  string
+	Counts correlate.Counts
+	Ended  bool // the namespace went away; its counts are final
 }
 
 // StalenessBuckets are the upper bounds, in seconds, of the

@@ -62,6 +62,21 @@ type Config struct {
 	// MetricsListening, if set, is called with the bound metrics address
 	// (useful with port 0) before capture starts.
 	MetricsListening func(net.Addr)
+
+	// AllNetNS follows every network namespace of the host (--all-netns):
+	// each is discovered within about a second and followed on its
+	// interfaces (Iface is then a shell pattern; "" = every interface with
+	// a global address), until it goes away. NetNS must be empty.
+	AllNetNS bool
+	// NetNSInclude and NetNSExclude select the namespaces followed: terms
+	// netns=GLOB (name or inode), iface=GLOB, pod=NAMESPACE/NAME-GLOB.
+	NetNSInclude, NetNSExclude []string
+	// MaxNetNS bounds the namespaces followed; 0 = DefaultMaxNetNS.
+	MaxNetNS int
+	// LogPerNetNS, if set, is a directory where each followed namespace's
+	// interface gets a SIFTR log of its own (NAME-IFACE.log, with its own
+	// enable and disable lines) instead of one shared log.
+	LogPerNetNS string
 }
 
 // SetupError is a problem found before capture started: unknown interface,
@@ -91,6 +106,7 @@ func (s *Summary) Lines() uint64 { return s.Writer.Records }
 // the probe through it.
 type Pipeline struct {
 	cfg       Config
+	fleet     *fleet // with Config.AllNetNS; src and eng are then unused
 	src       source
 	out       *output.Writer
 	eng       *correlate.Engine
@@ -112,7 +128,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 // New opens the state source, the log and the metrics listener of a run.
 // Nothing is logged yet. An error is a *SetupError.
 func New(cfg Config) (*Pipeline, error) {
-	if cfg.Iface == "" {
+	if cfg.Iface == "" && !cfg.AllNetNS {
 		return nil, setupErr("no interface given (--iface)")
 	}
 	if cfg.PPL == 0 {
@@ -135,6 +151,9 @@ func New(cfg Config) (*Pipeline, error) {
 		return nil, &SetupError{err}
 	}
 	p := &Pipeline{cfg: cfg}
+	if cfg.AllNetNS {
+		return p.newFleet(format)
+	}
 
 	// Bind the metrics address first: a busy port is a set-up error, found
 	// before any ring is opened.
@@ -163,7 +182,7 @@ func New(cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, explainLog(cfg.LogFile, err)
 	}
-	if p.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL}, p.out, p.src.Producers()); err != nil {
+	if p.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL, Origin: originOf(cfg.NetNS)}, p.out, p.src.Producers()); err != nil {
 		p.Close()
 		return nil, &SetupError{err}
 	}
@@ -181,6 +200,9 @@ func (p *Pipeline) Close() error {
 	if p.src != nil {
 		p.src.Close()
 	}
+	if p.fleet != nil && p.out == nil && !p.ran {
+		return nil
+	}
 	if p.out != nil && !p.ran {
 		p.out.Close(nil)
 	}
@@ -193,6 +215,9 @@ func (p *Pipeline) Close() error {
 // read is one reading of every counter of the pipeline: the summary, the
 // status line and the metrics are all built from it.
 func (p *Pipeline) read() metrics.Stats {
+	if p.fleet != nil {
+		return p.fleet.read()
+	}
 	s := metrics.Stats{State: p.src.state().String(), Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
 	p.src.read(&s)
 	return s
@@ -206,6 +231,9 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		return nil, errors.New("probe: pipeline already run or closed")
 	}
 	p.ran = true
+	if p.fleet != nil {
+		return p.runFleet(ctx)
+	}
 	cfg := &p.cfg
 	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
 	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
@@ -246,14 +274,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	})
 	sum.End = time.Now()
 	sum.Stats = p.read()
-	if msrv != nil {
-		// Let a scrape in progress finish, then stop serving.
-		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := msrv.Close(sctx); err != nil {
-			fmt.Fprintf(cfg.Stderr, "siftr-probe: metrics server: %v\n", err)
-		}
-		scancel()
-	}
+	p.stopMetrics(msrv)
 	p.Close()
 	if srcErr != nil {
 		return sum, srcErr
@@ -264,6 +285,26 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	return sum, nil
 }
 
+// writers are the run's logs: the one log, or every followed namespace's.
+func (p *Pipeline) writers() []*output.Writer {
+	if p.fleet == nil || p.fleet.shared != nil {
+		return []*output.Writer{p.out}
+	}
+	return p.fleet.writers()
+}
+
+// stopMetrics lets a scrape in progress finish, then stops serving.
+func (p *Pipeline) stopMetrics(msrv *metrics.Server) {
+	if msrv == nil {
+		return
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer scancel()
+	if err := msrv.Close(sctx); err != nil {
+		fmt.Fprintf(p.cfg.Stderr, "siftr-probe: metrics server: %v\n", err)
+	}
+}
+
 // reopenOn reopens the log file for each value received on c, until ctx is done.
 func (p *Pipeline) reopenOn(ctx context.Context, c <-chan os.Signal) {
 	for {
@@ -271,8 +312,10 @@ func (p *Pipeline) reopenOn(ctx context.Context, c <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-c:
-			if err := p.out.Reopen(); err != nil {
-				fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.LogFile, err)
+			for _, w := range p.writers() {
+				if err := w.Reopen(); err != nil {
+					fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.LogFile, err)
+				}
 			}
 		}
 	}
@@ -290,8 +333,10 @@ func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 			if ctx.Err() != nil {
 				return errors.New("stopping")
 			}
-			if err := p.out.Err(); err != nil {
-				return fmt.Errorf("log write failed: %v", err)
+			for _, w := range p.writers() {
+				if err := w.Err(); err != nil {
+					return fmt.Errorf("log write failed: %v", err)
+				}
 			}
 			return nil
 		},
