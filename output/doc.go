@@ -48,9 +48,10 @@
 // not), so Wireshark shows the real payload size; the captured length is
 // the headers only. What the records do not have is not there: TCP options
 // (no timestamps, SACK blocks or window scale: Wireshark shows the raw
-// window), the TCP checksum (it covers the payload, which was never
-// captured: it is 0, and Wireshark does not check it by default), the real
-// TTL, TOS/ECN bits, IP ID and flow label.
+// window), the TCP checksum of a segment with payload (it covers the
+// payload, which was never captured: it is 0, and Wireshark does not check
+// it by default; a segment without payload gets the checksum of its
+// synthesized header), the real TTL, TOS/ECN bits, IP ID and flow label.
 //
 // The comment of a logged packet holds the record's state, with the keys
 // of the JSON lines format (FORMATS.md):

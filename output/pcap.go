@@ -86,7 +86,7 @@ func pcapHeader(cfg *PcapConfig) ([]byte, error) {
 	var b bytes.Buffer
 	ng, err := pcapgo.NewNgWriterInterface(&b, pcapgo.NgInterface{
 		Name:        cfg.Iface,
-		Description: "IP and TCP headers synthesized from the records' decoded fields (no TCP options, TCP checksum 0)",
+		Description: "IP and TCP headers rebuilt from decoded fields: no payload, no TCP options, TCP checksum 0 where there is payload",
 		Filter:      cfg.Filter,
 		OS:          runtime.GOOS,
 		LinkType:    layers.LinkTypeRaw,
@@ -241,18 +241,39 @@ func appendHeaders(dst []byte, p *tcp.Packet) []byte {
 	t[12] = (tcpLen / 4) << 4
 	t[13] = p.Flags
 	binary.BigEndian.PutUint16(t[14:], p.Window)
-	// t[16:18], the checksum, stays 0: it covers the payload.
+	// The checksum covers the payload, which was never captured: it stays
+	// 0, except for a segment without payload, whose synthesized segment
+	// is whole (so that readers that check it do not flag every pure ACK).
+	if p.PayloadLen == 0 {
+		ipHdr := dst[len(dst)-20:]
+		var sum uint32
+		if ipHdr[0]>>4 != 4 {
+			ipHdr = dst[len(dst)-40:]
+			sum = sumWords(ipHdr[8:40]) + tcpLen + 6
+		} else {
+			sum = sumWords(ipHdr[12:20]) + tcpLen + 6
+		}
+		binary.BigEndian.PutUint16(t[16:], ^fold(sum+sumWords(t[:])))
+	}
 	return append(dst, t[:]...)
 }
 
-// ipv4Checksum is the IPv4 header checksum of h, whose checksum field is 0.
-func ipv4Checksum(h []byte) uint16 {
+// sumWords adds b as big-endian 16-bit words (b has an even length).
+func sumWords(b []byte) uint32 {
 	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
 	}
+	return sum
+}
+
+// fold folds a 32-bit one's complement sum into 16 bits.
+func fold(sum uint32) uint16 {
 	for sum > 0xffff {
 		sum = sum&0xffff + sum>>16
 	}
-	return ^uint16(sum)
+	return uint16(sum)
 }
+
+// ipv4Checksum is the IPv4 header checksum of h, whose checksum field is 0.
+func ipv4Checksum(h []byte) uint16 { return ^fold(sumWords(h)) }

@@ -67,6 +67,7 @@ func wantPacket(r *correlate.Record) pcaptest.Packet {
 		Src: netip.AddrPortFrom(p.Src.Addr().Unmap(), p.Src.Port()), Dst: netip.AddrPortFrom(p.Dst.Addr().Unmap(), p.Dst.Port()),
 		Seq: p.Seq, Ack: p.Ack, Flags: p.Flags, Window: p.Window, PayloadLen: int(p.PayloadLen),
 		IPv4ChecksumOK: hdr == 40,
+		TCPChecksumOK:  p.PayloadLen == 0,
 	}
 	if r.Snap != nil {
 		w.Comments = []string{string(AppendPcapComment(nil, r))}

@@ -39,6 +39,7 @@ type Packet struct {
 	Window         uint16
 	PayloadLen     int  // from the IP length field
 	IPv4ChecksumOK bool // IPv4 only: the header checksum verifies
+	TCPChecksumOK  bool // without payload only: the TCP checksum verifies
 	Data           []byte
 }
 
@@ -114,16 +115,19 @@ func decode(p *Packet, data []byte) error {
 		pkt = gopacket.NewPacket(data, glayers.LayerTypeIPv6, gopacket.Default)
 	}
 	var src, dst netip.Addr
+	var pseudo []byte
 	switch ip := pkt.NetworkLayer().(type) {
 	case *glayers.IPv4:
 		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
 		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
 		p.PayloadLen = int(ip.Length) - int(ip.IHL)*4
 		p.IPv4ChecksumOK = checksum(data[:int(ip.IHL)*4]) == 0
+		pseudo = append(append([]byte(nil), data[12:20]...), 0, 6)
 	case *glayers.IPv6:
 		src, _ = netip.AddrFromSlice(ip.SrcIP)
 		dst, _ = netip.AddrFromSlice(ip.DstIP)
 		p.PayloadLen = int(ip.Length)
+		pseudo = append(append([]byte(nil), data[8:40]...), 0, 6)
 	default:
 		return fmt.Errorf("no IP layer in %x", data)
 	}
@@ -136,6 +140,11 @@ func decode(p *Packet, data []byte) error {
 	p.Dst = netip.AddrPortFrom(dst, uint16(t.DstPort))
 	p.Seq, p.Ack, p.Window = t.Seq, t.Ack, t.Window
 	p.Flags = t.Contents[13]
+	if p.PayloadLen == 0 {
+		seg := t.Contents
+		pseudo = append(pseudo, byte(len(seg)>>8), byte(len(seg)))
+		p.TCPChecksumOK = checksum(append(pseudo, seg...)) == 0
+	}
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Config is one run's settings. Zero values mean the documented defaults.
@@ -43,7 +44,17 @@ type Config struct {
 	State string
 	// Attach is how exact mode attaches its programs: "" (tcx where the
 	// kernel has it, else clsact), "tcx" or "tc".
-	Attach      string
+	Attach string
+	// Pcap, if set, is a pcapng file for the packets beside the records
+	// (output.OpenPcap: the log file's rules, replaced, locked), written
+	// and reopened with the log.
+	Pcap string
+	// PcapAll writes every captured packet to Pcap, logged or not (diag
+	// mode: the capture hands each ring block to the writer too). In exact
+	// mode unlogged packets never reach user space: with PPL 1 the file
+	// gets what is logged (every packet but SIFTR's skips); with a larger
+	// PPL it is a set-up error.
+	PcapAll     bool
 	StatusEvery time.Duration // status line interval on Stderr; 0 = none
 	Stdout      io.Writer     // for LogFile "-"; nil = os.Stdout
 	Stderr      io.Writer     // status lines; nil = os.Stderr
@@ -78,6 +89,7 @@ func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(for
 type Summary struct {
 	Start, End time.Time
 	LogFile    string
+	PcapFile   string // "" without --pcap
 	metrics.Stats
 }
 
@@ -97,6 +109,7 @@ type Pipeline struct {
 	metricsLn net.Listener
 	ran       bool
 	closed    bool
+	madePcap  bool // New created the pcap file and has not finished: Close removes it
 }
 
 // Run sets a pipeline up with New, runs it and closes it.
@@ -149,7 +162,13 @@ func New(cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.src = src
+	pcap, err := p.openPcap()
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	p.out, err = output.OpenWriter(&output.WriterConfig{
+		Pcap:     pcap,
 		Path:     cfg.LogFile,
 		Stdout:   cfg.Stdout,
 		Format:   format,
@@ -167,7 +186,42 @@ func New(cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, &SetupError{err}
 	}
+	if ps, ok := p.src.(*packetSource); ok && cfg.Pcap != "" && cfg.PcapAll {
+		ps.tap = p.out
+	}
+	p.madePcap = false // the run starts: the file stays
 	return p, nil
+}
+
+// openPcap opens Config.Pcap, if set, for the writer.
+func (p *Pipeline) openPcap() (*output.Pcap, error) {
+	cfg := &p.cfg
+	if cfg.Pcap == "" {
+		return nil, nil
+	}
+	exact := p.src.state() == tcp.SourceExact
+	if cfg.PcapAll && exact && cfg.PPL > 1 {
+		return nil, setupErr("--pcap-all needs --ppl 1 in exact mode: its programs sample in the kernel, so the packets ppl leaves out never reach the probe")
+	}
+	filter := "tcp"
+	if cfg.Port != 0 {
+		filter = fmt.Sprintf("tcp port %d", cfg.Port)
+	}
+	_, lerr := os.Lstat(cfg.Pcap)
+	pc, err := output.OpenPcap(&output.PcapConfig{
+		Path:        cfg.Pcap,
+		Iface:       cfg.Iface,
+		Filter:      filter,
+		Application: "siftr-probe " + buildinfo.Get().Version,
+		// In exact mode with ppl 1 the records are every packet that
+		// reaches user space: there is nothing else to add.
+		All: cfg.PcapAll && !exact,
+	})
+	if err != nil {
+		return nil, explainFile("pcap file", cfg.Pcap, err)
+	}
+	p.madePcap = lerr != nil
+	return pc, nil
 }
 
 // Close releases what the pipeline holds: the source, the log (closed
@@ -183,6 +237,10 @@ func (p *Pipeline) Close() error {
 	}
 	if p.out != nil && !p.ran {
 		p.out.Close(nil)
+	}
+	if p.madePcap {
+		os.Remove(p.cfg.Pcap)
+		p.madePcap = false
 	}
 	if p.metricsLn != nil {
 		p.metricsLn.Close()
@@ -207,7 +265,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	}
 	p.ran = true
 	cfg := &p.cfg
-	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
+	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile, PcapFile: cfg.Pcap}
 	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
 		p.out.Close(nil)
 		return nil, explainLog(cfg.LogFile, err)
@@ -261,6 +319,9 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	if werr != nil {
 		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
 	}
+	if perr := p.out.PcapErr(); perr != nil {
+		return sum, fmt.Errorf("writing pcap file %s: %w (%d packets lost)", cfg.Pcap, perr, sum.Writer.Pcap.Lost)
+	}
 	return sum, nil
 }
 
@@ -293,6 +354,9 @@ func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 			if err := p.out.Err(); err != nil {
 				return fmt.Errorf("log write failed: %v", err)
 			}
+			if err := p.out.PcapErr(); err != nil {
+				return fmt.Errorf("pcap write failed: %v", err)
+			}
 			return nil
 		},
 		Info: buildinfo.Get(),
@@ -318,7 +382,10 @@ func unwrapOp(err error) error {
 // writer's explanation ("is a symbolic link; refusing to follow it", "its
 // directory does not exist") if it gave one, else the system's; the
 // *os.PathError inside, which repeats the path, is left out of the message.
-func explainLog(path string, err error) error {
+func explainLog(path string, err error) error { return explainFile("log file", path, err) }
+
+// explainFile is explainLog for a file named what ("log file", "pcap file").
+func explainFile(what, path string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "output: ")
 	var pe *os.PathError
 	if errors.As(err, &pe) {
@@ -339,7 +406,7 @@ func explainLog(path string, err error) error {
 			reason = pe.Err.Error()
 		}
 	}
-	return &SetupError{&explained{fmt.Sprintf("cannot write log file %s: %s", path, reason), err}}
+	return &SetupError{&explained{fmt.Sprintf("cannot write %s %s: %s", what, path, reason), err}}
 }
 
 // explained is an error with a message of its own, wrapping the original.
