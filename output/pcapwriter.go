@@ -11,9 +11,9 @@ import (
 )
 
 // PcapStats are the counters of a Writer's pcapng file (WriterConfig.Pcap).
-// The identity, once the Writer is closed: packets formatted = Packets +
-// Lost; with PcapConfig.All, packets submitted = packets formatted +
-// Dropped - (records whose packet was among them).
+// Once the Writer is closed: without PcapConfig.All, Packets + Lost =
+// records written (or lost) to the log; with All, Packets + Lost =
+// packets submitted - Dropped + Unmatched.
 type PcapStats struct {
 	Packets     uint64 // packet blocks in the file
 	Stated      uint64 // of those, blocks of logged packets (with a record's state)

@@ -651,14 +651,16 @@ func (w *Writer) reopen() error {
 	return err
 }
 
-// Close writes every record submitted before Close, in order, then the
+// Close writes every record (and, with a pcap file, every packet)
+// submitted before Close, in order, then the
 // footer that footer returns (called once the last record is written, so
 // counts taken in it are final; nil writes none), then flushes, syncs and
 // closes the file. footer runs on the writer goroutine and must not call
 // Close or Reopen. Close waits for the writer goroutine. It returns the first
 // write error, if any, else the sync or close error. Calls after the first
 // return the same result. A writer never started writes nothing: records
-// submitted to it are discarded.
+// submitted to it are discarded. The pcap file's write and close errors
+// are not returned here but by PcapErr.
 func (w *Writer) Close(footer func() *Footer) error {
 	w.closeMu.Lock()
 	defer w.closeMu.Unlock()
