@@ -24,6 +24,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 	"github.com/siftr-probe/siftr-probe/internal/pcaptest"
 	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
+	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 	"github.com/siftr-probe/siftr-probe/output"
 	"github.com/siftr-probe/siftr-probe/tcp"
@@ -370,4 +371,64 @@ func TestIntegrationPcapSetupErrors(t *testing.T) {
 	} else {
 		t.Logf("--state auto chose diag mode: %s", stderr.String())
 	}
+}
+
+// TestIntegrationPcapDiskFull fills the pcap file's file system during a
+// run: the log is not affected (complete, identity exact), the pcap file
+// keeps whole blocks and stays readable, stderr says what was lost, and
+// the run exits 1.
+func TestIntegrationPcapDiskFull(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	listen(t, &lab.B, "10.77.0.2:5201")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	pcap := filepath.Join(dir, "siftr.pcapng")
+	logfile := filepath.Join(t.TempDir(), "siftr.log")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS, "--logfile", logfile, "--pcap", pcap, "--status-interval", "0"}, &stdout, &stderr)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(logfile); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not start: %s", stderr.String())
+		}
+	}
+	send(t, &lab.A, "10.77.0.2:5201", 2<<20) // ~1500 blocks of about 100 bytes: more than 64 KB
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	code := <-done
+	msg := stderr.String()
+	if code != exitError {
+		t.Errorf("exit %d, want %d: %s", code, exitError, msg)
+	}
+	for _, want := range []string{"writing pcap file " + pcap, "no space left on device", "packets lost"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, msg)
+		}
+	}
+	b, err := os.ReadFile(logfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := siftrlog.Parse(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIdentity(t, l)
+	f := readPcapFile(t, pcap, lab.A.Iface)
+	if len(f.Packets) == 0 || len(f.Packets) >= len(l.Lines) {
+		t.Fatalf("%d packets in the full pcap file, %d data lines", len(f.Packets), len(l.Lines))
+	}
+	// The file holds the first packets, those of the first data lines.
+	l.Lines = l.Lines[:len(f.Packets)]
+	checkPcapMatchesLog(t, f, l, "diag", true)
 }
