@@ -32,20 +32,50 @@ import (
 // A sink is used by one goroutine at a time; Bytes is safe for concurrent
 // use.
 type sink struct {
-	path string   // the log path, for Reopen and messages
-	file *os.File // nil when writing to standard output
-	out  io.Writer
-	torn bool // a failed write left a partial line that could not be removed
-	warn func(string)
+	rules *sinkRules
+	path  string   // the log path, for Reopen and messages
+	file  *os.File // nil when writing to standard output
+	out   io.Writer
+	torn  bool // a failed write left a partial line that could not be removed
+	warn  func(string)
 
 	unlinkedWarned bool
 	bytes          atomic.Uint64 // bytes in the output, headers and newlines included
 	unlinked       atomic.Uint64 // times a log file was found deleted while open
 }
 
+// sinkRules are what differs between the files a sink writes: the log
+// (whole lines, appended to) and the pcap file (whole pcapng blocks,
+// replaced).
+type sinkRules struct {
+	// what names the file in messages: "log file", "pcap file".
+	what string
+	// replace empties a file when it is opened (once it is locked)
+	// instead of appending to what it holds.
+	replace bool
+	// whole returns how many bytes of p[:n] are whole units (lines,
+	// blocks); p starts on a unit.
+	whole func(p []byte, n int) int
+	// mend, if not nil, is written before the next write after a unit
+	// was cut short and could not be removed (a pipe, a terminal).
+	mend []byte
+}
+
+// logRules are the log's: whole lines, appended; a cut line is ended.
+var logRules = &sinkRules{
+	what:  "log file",
+	whole: func(p []byte, n int) int { return bytes.LastIndexByte(p[:n], '\n') + 1 },
+	mend:  newline,
+}
+
 // openSink opens the log at path ("-" = stdout) for appending, locked.
 func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
-	s := &sink{path: path, warn: warn}
+	return openSinkRules(path, logRules, stdout, warn)
+}
+
+// openSinkRules opens path ("-" = stdout) under rules, locked.
+func openSinkRules(path string, rules *sinkRules, stdout io.Writer, warn func(string)) (*sink, error) {
+	s := &sink{rules: rules, path: path, warn: warn}
 	if path == "-" {
 		s.out = stdout
 		if s.out == nil {
@@ -53,7 +83,7 @@ func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
 		}
 		return s, nil
 	}
-	f, err := openLockedLog(path)
+	f, err := openLocked(path, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -61,10 +91,11 @@ func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
 	return s, nil
 }
 
-// openLockedLog opens the log file for appending (OpenFile's rules) and
-// takes an exclusive advisory lock on a regular file.
-func openLockedLog(path string) (*os.File, error) {
-	f, err := OpenFile(path, "log file", os.O_APPEND)
+// openLocked opens a file for appending (OpenFile's rules) and takes an
+// exclusive advisory lock on a regular file; with rules.replace, a locked
+// regular file is then emptied.
+func openLocked(path string, rules *sinkRules) (*os.File, error) {
+	f, err := OpenFile(path, rules.what, os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}
@@ -78,24 +109,29 @@ func openLockedLog(path string) (*os.File, error) {
 		}
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+		// locked, or a file system without locks: go on unlocked
+		if rules.replace {
+			if err := f.Truncate(0); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("output: empty %s %s: %w", rules.what, path, err)
+			}
+		}
 		return f, nil
 	case errors.Is(err, unix.EWOULDBLOCK):
 		f.Close()
-		return nil, fmt.Errorf("output: log file %s is locked by another process (another siftr-probe writing to it?): %w", path, os.NewSyscallError("flock", err))
-	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
-		return f, nil // a file system without locks: go on unlocked
+		return nil, fmt.Errorf("output: %s %s is locked by another process (another siftr-probe writing to it?): %w", rules.what, path, os.NewSyscallError("flock", err))
 	}
 	f.Close()
-	return nil, fmt.Errorf("output: lock log file %s: %w", path, os.NewSyscallError("flock", err))
+	return nil, fmt.Errorf("output: lock %s %s: %w", rules.what, path, os.NewSyscallError("flock", err))
 }
 
 var newline = []byte{'\n'}
 
 // Write writes p, which holds whole lines; see sink.
 func (s *sink) Write(p []byte) (int, error) {
-	if s.torn {
-		n, err := s.out.Write(newline)
+	if s.torn && s.rules.mend != nil {
+		n, err := s.out.Write(s.rules.mend)
 		s.bytes.Add(uint64(n))
 		if err != nil {
 			return 0, err
@@ -107,7 +143,7 @@ func (s *sink) Write(p []byte) (int, error) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
-		keep := bytes.LastIndexByte(p[:n], '\n') + 1
+		keep := s.rules.whole(p, n)
 		if keep < n && !s.truncateTail(n-keep) {
 			s.torn = true
 			s.bytes.Add(uint64(n - keep))
@@ -150,7 +186,7 @@ func (s *sink) checkLinks() {
 	s.unlinkedWarned = true
 	s.unlinked.Add(1)
 	if s.warn != nil {
-		s.warn(fmt.Sprintf("log file %s was deleted while open: records go to a file no one can see until a SIGHUP reopens the path", s.path))
+		s.warn(fmt.Sprintf("%s %s was deleted while open: records go to a file no one can see until a SIGHUP reopens the path", s.rules.what, s.path))
 	}
 }
 
@@ -165,26 +201,27 @@ func (s *sink) name() string {
 // Reopen opens the log path again, for rotation: if the file was renamed
 // or removed, a new one is created (and locked); the old one is closed once
 // the new one is open. If the path still names the open file, nothing
-// changes. With standard output it does nothing.
-func (s *sink) Reopen() error {
+// changes. With standard output it does nothing. It reports whether a new
+// file was opened (also when closing the old one then failed).
+func (s *sink) Reopen() (bool, error) {
 	if s.file == nil {
-		return nil
+		return false, nil
 	}
 	if same, err := s.samePath(); err == nil && same {
-		return nil
+		return false, nil
 	}
-	f, err := openLockedLog(s.path)
+	f, err := openLocked(s.path, s.rules)
 	if err != nil {
-		return err
+		return false, err
 	}
 	old := s.file
 	s.file, s.out = f, f
 	s.torn = false
 	s.unlinkedWarned = false
 	if err := old.Close(); err != nil {
-		return fmt.Errorf("output: close rotated log %s: %w", s.path, err)
+		return true, fmt.Errorf("output: close rotated %s %s: %w", s.rules.what, s.path, err)
 	}
-	return nil
+	return true, nil
 }
 
 // samePath reports whether the log path still names the open file.

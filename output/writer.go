@@ -74,9 +74,16 @@ type WriterConfig struct {
 	OnRecord func(r *correlate.Record)
 	// OnWarning, if set, is called with a one-line message (no trailing
 	// newline) for a problem that does not stop the writer: the log file
-	// was deleted while open (said once per file). It runs on the writer's
-	// goroutine.
+	// was deleted while open (said once per file), a write to the pcap file
+	// failed (said once). It runs on the writer's goroutine.
 	OnWarning func(msg string)
+	// Pcap, if set, is a pcapng file to write the packets of the records
+	// beside the log (and with PcapConfig.All, those of SubmitPackets).
+	// The Writer owns it from OpenWriter on, also when OpenWriter fails:
+	// it writes it with the log, reopens it with Reopen and closes it with
+	// Close. Its write errors are counted in WriterStats.Pcap and returned
+	// by PcapErr, not by Err or Close.
+	Pcap *Pcap
 }
 
 // WriterStats are a Writer's counters. All counts are since OpenWriter.
@@ -98,6 +105,8 @@ type WriterStats struct {
 	// Staleness is the distribution of snapshot time minus packet time of
 	// the records handled, in nanoseconds.
 	Staleness hist.Snapshot
+	// Pcap counts the pcapng file's packets (all zero without one).
+	Pcap PcapStats
 }
 
 // ErrClosed is returned by Writer methods called after Close.
@@ -184,16 +193,18 @@ type Writer struct {
 	closeEr error
 
 	// Owned by the writer goroutine once started (by Start/Close/Reopen before).
-	sink     *sink
-	merge    *merge
-	cur      []int64 // watermarks in force
-	buf      []byte
-	recEnds  []int   // end offset in buf of each record's line
-	recDirs  []uint8 // direction of each record in buf
-	lostDir  [2]uint64
-	onRecord func(*correlate.Record)
-	emitFn   func(*correlate.Record) // w.emit, made once
-	doneFn   func(*batch)            // w.putBatch, made once
+	sink      *sink
+	merge     *merge
+	cur       []int64 // watermarks in force
+	buf       []byte
+	recEnds   []int   // end offset in buf of each record's line
+	recDirs   []uint8 // direction of each record in buf
+	lostDir   [2]uint64
+	onRecord  func(*correlate.Record)
+	onWarning func(string)
+	pcap      *pcapState              // nil without a pcap file
+	emitFn    func(*correlate.Record) // w.emit, made once
+	doneFn    func(*batch)            // w.putBatch, made once
 
 	records, rejected, forced, late atomic.Uint64
 	writeErrors, lost               atomic.Uint64
@@ -239,14 +250,21 @@ func classOf(n int) int {
 }
 
 // OpenWriter opens the log described by cfg. Nothing is written before Start.
-func OpenWriter(cfg *WriterConfig) (*Writer, error) {
+func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 	if cfg == nil {
 		return nil, errors.New("output: nil WriterConfig")
+	}
+	if cfg.Pcap != nil {
+		defer func() {
+			if err != nil {
+				cfg.Pcap.Close()
+			}
+		}()
 	}
 	if cfg.Workers < 1 {
 		return nil, fmt.Errorf("output: WriterConfig.Workers is %d, need at least 1", cfg.Workers)
 	}
-	w := &Writer{
+	w = &Writer{
 		format:        cfg.Format,
 		delay:         int64(cfg.Delay),
 		queueLen:      cfg.QueueLen,
@@ -255,6 +273,7 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 		maxHeld:       cfg.MaxHeld,
 		flushInterval: cfg.FlushInterval,
 		onRecord:      cfg.OnRecord,
+		onWarning:     cfg.OnWarning,
 	}
 	if w.format == nil {
 		w.format = SIFTR()
@@ -312,6 +331,9 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	w.closing = make(chan struct{})
 	w.done = make(chan struct{})
 	w.buf = make([]byte, 0, flushSize+64<<10)
+	if cfg.Pcap != nil {
+		w.pcap = newPcapState(w, cfg.Pcap, cfg.Workers)
+	}
 	return w, nil
 }
 
@@ -331,6 +353,9 @@ func (w *Writer) Start(h *Header) error {
 	if h != nil {
 		w.buf = w.format.AppendHeader(w.buf, h)
 		w.writeOut()
+	}
+	if w.pcap != nil {
+		w.pcapStart()
 	}
 	w.state = stateRunning
 	go w.run()
@@ -379,14 +404,7 @@ func (w *Writer) Advance(worker int, watermark int64) {
 	}
 }
 
-func (w *Writer) setMark(worker int, wm int64) bool {
-	m := &w.marks[worker].wm
-	if wm <= m.Load() {
-		return false
-	}
-	m.Store(wm) // only this worker stores to m
-	return true
-}
+func (w *Writer) setMark(worker int, wm int64) bool { return setMarkIn(w.marks, worker, wm) }
 
 // Reserve adds n producers (WriterConfig.Slots) and returns the number of
 // the first; they are numbered first..first+n-1. Their watermarks start at
@@ -440,18 +458,8 @@ func (w *Writer) poke() {
 // enqueue reserves room for recs and queues them in batches of at most batchCap.
 func (w *Writer) enqueue(recs []correlate.Record) bool {
 	nb := (len(recs) + w.batchCap - 1) / w.batchCap
-	if len(recs) > w.queueRecs || nb > w.queueLen {
+	if !reserve(&w.reserved, nb, len(recs), w.queueLen, w.queueRecs) {
 		return false
-	}
-	add := uint64(nb)<<32 | uint64(len(recs))
-	for {
-		r := w.reserved.Load()
-		if int(r>>32)+nb > w.queueLen || int(r&0xffffffff)+len(recs) > w.queueRecs {
-			return false
-		}
-		if w.reserved.CompareAndSwap(r, r+add) {
-			break
-		}
 	}
 	for len(recs) > 0 {
 		n := min(len(recs), w.batchCap)
@@ -494,14 +502,20 @@ func (w *Writer) run() {
 	defer close(w.done)
 	tick := time.NewTicker(w.flushInterval)
 	defer tick.Stop()
+	pq := w.pcapQueue()
 	for {
 		select {
 		case b := <-w.queue:
 			w.accept(b)
+		case b := <-pq:
+			w.pcapAccept(b)
 		case <-w.wake:
 		case <-tick.C:
 			if len(w.buf) > 0 {
 				w.writeOut()
+			}
+			if w.pcap != nil {
+				w.writePcap()
 			}
 		case rc := <-w.reopenc:
 			rc <- w.reopen()
@@ -540,6 +554,9 @@ func (w *Writer) step() {
 	if len(w.buf) >= flushSize {
 		w.writeOut()
 	}
+	if w.pcap != nil && w.pcap.all {
+		w.pcapStep(false)
+	}
 }
 
 // syncCounts publishes the merge's counters for Stats.
@@ -567,6 +584,15 @@ func (w *Writer) finish() {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
+	if ps := w.pcap; ps != nil {
+		if ps.all {
+			for k := len(ps.queue); k > 0; k-- {
+				w.pcapAccept(<-ps.queue)
+			}
+			w.pcapStep(true)
+		}
+		w.writePcap()
+	}
 	w.mu.Lock()
 	footer := w.footer
 	w.mu.Unlock()
@@ -590,6 +616,9 @@ func (w *Writer) emit(r *correlate.Record) {
 		w.onRecord(r)
 	}
 	w.buf = w.format.AppendRecord(w.buf, r)
+	if w.pcap != nil {
+		w.pcapRecord(r)
+	}
 	w.recEnds = append(w.recEnds, len(w.buf))
 	w.recDirs = append(w.recDirs, uint8(r.Pkt.Dir&1))
 	if len(w.buf) >= flushSize {
@@ -635,7 +664,11 @@ func (w *Writer) Err() error { return w.loadErr() }
 // (SIGHUP): if the file was renamed or removed, a new one is created. The
 // old file is closed only once the new one is open, and held or queued
 // records are not affected, so no record is lost. With Path "-" it only
-// flushes. Safe to call from any goroutine.
+// flushes. The pcap file, if any, is reopened the same way (a new one
+// starts with its section and interface blocks): without PcapConfig.All
+// the two files switch at the same record; with All, the packets still
+// held for ordering (normally a few milliseconds' worth) go to the new
+// pcap file. Safe to call from any goroutine.
 func (w *Writer) Reopen() error {
 	w.mu.Lock()
 	switch w.state {
@@ -660,20 +693,28 @@ func (w *Writer) reopen() error {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
-	if err := w.sink.Reopen(); err != nil {
-		return fmt.Errorf("output: reopen: %w", err)
+	var err error
+	if _, rerr := w.sink.Reopen(); rerr != nil {
+		err = fmt.Errorf("output: reopen: %w", rerr)
 	}
-	return nil
+	if w.pcap != nil {
+		if perr := w.pcapReopen(); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}
+	return err
 }
 
-// Close writes every record submitted before Close, in order, then the
+// Close writes every record (and, with a pcap file, every packet)
+// submitted before Close, in order, then the
 // footer that footer returns (called once the last record is written, so
 // counts taken in it are final; nil writes none), then flushes, syncs and
 // closes the file. footer runs on the writer goroutine and must not call
 // Close or Reopen. Close waits for the writer goroutine. It returns the first
 // write error, if any, else the sync or close error. Calls after the first
 // return the same result. A writer never started writes nothing: records
-// submitted to it are discarded.
+// submitted to it are discarded. The pcap file's write and close errors
+// are not returned here but by PcapErr.
 func (w *Writer) Close(footer func() *Footer) error {
 	w.closeMu.Lock()
 	defer w.closeMu.Unlock()
@@ -699,6 +740,11 @@ func (w *Writer) Close(footer func() *Footer) error {
 	if cerr := w.sink.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
+	if w.pcap != nil {
+		if cerr := w.pcap.p.sink.Close(); cerr != nil {
+			w.pcap.err.CompareAndSwap(nil, &cerr)
+		}
+	}
 	w.closeEr = err
 	return err
 }
@@ -720,5 +766,6 @@ func (w *Writer) Stats() WriterStats {
 		LostToWriteError: w.lost.Load(),
 		LogUnlinked:      w.sink.unlinked.Load(),
 		Staleness:        w.stale.Snapshot(),
+		Pcap:             w.pcapStats(),
 	}
 }

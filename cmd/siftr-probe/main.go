@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"runtime/pprof"
 	"strconv"
@@ -117,6 +118,7 @@ Examples:
   siftr-probe --iface lo --port 8080 --format jsonl --logfile -
   siftr-probe --iface eth0 --port 5201 --netns /var/run/netns/blue
   siftr-probe --iface eth0 --port 5201 --metrics-addr 127.0.0.1:9721
+  siftr-probe --iface eth0 --port 5201 --pcap s.pcapng # tcpdump -r s.pcapng
   sudo siftr-probe demo                                # a lab run, ~10 s
 
 Flags (each also read from the environment as SIFTR_PROBE_<FLAG>, e.g.
@@ -127,7 +129,9 @@ const usageTail = `
 Needs CAP_NET_RAW (root) to capture; --netns also needs CAP_SYS_ADMIN.
 Stop with Ctrl-C or SIGTERM: queued records are written, then the disable line;
 a second Ctrl-C or SIGTERM exits at once (queued records may be lost).
-SIGHUP reopens the log file (for logrotate). If standard output is the log
+SIGHUP reopens the log file (for logrotate), and the --pcap file with it: a
+rotated pcap file is a whole pcapng file, the new one starts with its own
+section header. If standard output is the log
 and its reader goes away (| head), the run stops and exits 1.
 With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
 stopping or after a failed log write (records are being lost).
@@ -157,6 +161,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(intFlag{&o.ppl}, "ppl", "log every `N`-th packet of each flow (SIFTR's ppl); 1 = every packet")
 	fs.StringVar(&c.LogFile, "logfile", "/var/log/siftr.log", "append the log to file `PATH` (created 0644; a regular file or a device, never a symlink or FIFO; locked against a second probe); - = stdout")
 	fs.StringVar(&c.Format, "format", "siftr", "log `FORMAT`: siftr for SIFTR 1.3.0 text, jsonl for JSON lines with more fields")
+	fs.StringVar(&c.Pcap, "pcap", "", "also write the headers of every logged packet to the pcapng file `FILE`, each with the record's cwnd, ssthresh, srtt, flowid, state and state source as its comment (for Wireshark, tcpdump -r); IP and TCP headers rebuilt from the decoded fields, without payload, TCP options or TCP checksum; the rules of --logfile, replaced; reopened with the log on SIGHUP")
+	fs.BoolVar(&c.PcapAll, "pcap-all", false, "with --pcap, every captured packet, logged or not (without a comment); with --state exact only with --ppl 1, since exact mode samples in the kernel and the other packets never reach the probe: then the file has every packet but SIFTR's skips (handshake, sockets not established)")
 	fs.StringVar(&c.State, "state", "diag", "where each record's socket state comes from, `SOURCE`: exact reads it in the kernel at the packet (eBPF; root, Linux 5.12+ with BTF), diag reads it with inet_diag just after (CAP_NET_RAW only), auto uses exact where it can and says which")
 	fs.StringVar(&c.Attach, "attach", "", "how --state exact attaches its programs, `MODE`: tcx (Linux 6.6+) or tc (a clsact qdisc); default tcx where the kernel has it")
 	fs.Var(intFlag{&c.Workers}, "workers", "`N` capture rings, one per CPU, in a fanout group; 0 = all online CPUs; at most 256")
@@ -232,7 +238,8 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 }
 
 // flagOrder is the order of the flags in --help: most used first.
-var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "state", "duration", "netns", "all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns",
+var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "pcap", "pcap-all", "state", "duration", "netns",
+	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns",
 	"metrics-addr", "status-interval", "quiet", "stats-file",
 	"workers", "block-timeout", "block-size", "ring-size", "attach", "cpuprofile", "version"}
 
@@ -319,13 +326,16 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.cfg.AllNetNS && o.cfg.NetNS != "" {
 		return nil, fs, errors.New("--all-netns and --netns exclude each other")
 	}
-	for name, v := range map[string]string{"logfile": o.cfg.LogFile, "stats-file": o.stats, "cpuprofile": o.cpuprof} {
+	for name, v := range map[string]string{"logfile": o.cfg.LogFile, "stats-file": o.stats, "cpuprofile": o.cpuprof, "pcap": o.cfg.Pcap} {
 		if v == "" && given(fs, name) {
 			if name == "logfile" {
 				return nil, fs, errors.New("--logfile needs a path (- for standard output)")
 			}
 			return nil, fs, fmt.Errorf("--%s needs a path", name)
 		}
+	}
+	if err := checkPcap(o); err != nil {
+		return nil, fs, err
 	}
 	if o.port < 0 || o.port > 65535 {
 		return nil, fs, fmt.Errorf("bad --port %d: must be 0 (all) to 65535", o.port)
@@ -376,6 +386,40 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 		o.cfg.StatusEvery = o.status
 	}
 	return o, fs, nil
+}
+
+// checkPcap checks --pcap and --pcap-all against each other and the rest.
+func checkPcap(o *options) error {
+	c := &o.cfg
+	switch {
+	case c.PcapAll && c.Pcap == "":
+		return errors.New("--pcap-all needs --pcap FILE")
+	case c.Pcap == "":
+		return nil
+	case c.Pcap == "-":
+		return errors.New("--pcap needs a file path: standard output is not supported")
+	case c.LogFile != "-" && sameFile(c.Pcap, c.LogFile):
+		return fmt.Errorf("--pcap %s is the log file: give it a path of its own", c.Pcap)
+	case c.PcapAll && c.State == probe.StateExact && o.ppl != 1:
+		return fmt.Errorf("--pcap-all with --state exact needs --ppl 1 (not %d): exact mode samples in the kernel, so the packets not logged never reach the probe", o.ppl)
+	}
+	return nil
+}
+
+// sameFile reports whether two paths name one file: the same path, or
+// existing files that are the same.
+func sameFile(a, b string) bool {
+	if aa, err := filepath.Abs(a); err == nil {
+		if bb, err := filepath.Abs(b); err == nil && aa == bb {
+			return true
+		}
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // minStatusInterval is the shortest --status-interval: a line more often

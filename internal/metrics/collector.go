@@ -72,6 +72,8 @@ type Collector struct {
 	bytes, rejected, forced, late, writeErrors, lostRecords, logUnlinked, staleness *prometheus.Desc
 
 	exactRecords, exactDiscarded, exactConfirms, exactLost, exactRunSeconds, exactRuns *prometheus.Desc
+
+	pcapPackets, pcapBytes, pcapDropped, pcapWriteErrors, pcapLost *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls read once per scrape and
@@ -134,6 +136,12 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		exactRunSeconds: d("exact_program_run_seconds_total", "exact mode: time the programs ran in the kernel (with kernel.bpf_stats_enabled=1; else 0), charged to whatever the packets interrupted."),
 		exactRuns:       d("exact_program_runs_total", "exact mode: program runs (with kernel.bpf_stats_enabled=1; else 0)."),
 		staleness:       d("snapshot_staleness_seconds", "Socket snapshot time minus packet capture time of the records handled."),
+
+		pcapPackets:     d("pcap_packets_total", "--pcap: packets written to the pcapng file, by kind: logged (with the record's state as comment) or unlogged (--pcap-all).", "kind"),
+		pcapBytes:       d("pcap_bytes_total", "--pcap: bytes written to the pcapng file, section and interface blocks included."),
+		pcapDropped:     d("pcap_dropped_packets_total", "--pcap-all: captured packets the pcap queue refused (full): not in the pcapng file."),
+		pcapWriteErrors: d("pcap_write_errors_total", "--pcap: failed writes to the pcapng file."),
+		pcapLost:        d("pcap_lost_packets_total", "--pcap: packets formatted but lost because a write to the pcapng file failed."),
 	}
 }
 
@@ -148,6 +156,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.queueDepth, c.queueCap, c.queueRecords, c.held,
 		c.bytes, c.rejected, c.forced, c.late, c.writeErrors, c.lostRecords, c.logUnlinked, c.staleness,
 		c.exactRecords, c.exactDiscarded, c.exactConfirms, c.exactLost, c.exactRunSeconds, c.exactRuns,
+		c.pcapPackets, c.pcapBytes, c.pcapDropped, c.pcapWriteErrors, c.pcapLost,
 	}
 }
 
@@ -241,6 +250,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.exactLost, xs.Lost)
 	ch <- prometheus.MustNewConstMetric(c.exactRunSeconds, prometheus.CounterValue, float64(xs.RunNanos)/1e9)
 	counter(c.exactRuns, xs.RunCount)
+
+	ps := &ws.Pcap
+	counter(c.pcapPackets, ps.Stated, "logged")
+	counter(c.pcapPackets, ps.Packets-ps.Stated, "unlogged")
+	counter(c.pcapBytes, ps.Bytes)
+	counter(c.pcapDropped, ps.Dropped)
+	counter(c.pcapWriteErrors, ps.WriteErrors)
+	counter(c.pcapLost, ps.Lost)
 }
 
 // Histogram converts a nanosecond hist.Snapshot into a Prometheus

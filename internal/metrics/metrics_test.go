@@ -99,6 +99,7 @@ func fakeStats() Stats {
 			WriteErrors:      1,
 			LostToWriteError: 64,
 			LogUnlinked:      1,
+			Pcap:             output.PcapStats{Packets: 30, Stated: 18, Bytes: 4096, Dropped: 2, WriteErrors: 1, Lost: 3},
 			Staleness:        h.Snapshot(),
 		},
 		Exact: exact.Stats{

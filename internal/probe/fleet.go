@@ -490,6 +490,7 @@ func (f *fleet) read() metrics.Stats {
 		}
 	}
 	s.NetNSBeyondMax = f.beyond
+	s.State = tcpSourceOf(f.cfg.State).String()
 	if f.shared != nil {
 		s.Writer = f.shared.Stats()
 	}
@@ -594,6 +595,10 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 	if cfg.NetNS != "" {
 		p.Close()
 		return nil, setupErr("--all-netns and --netns exclude each other")
+	}
+	if cfg.Pcap != "" {
+		p.Close()
+		return nil, setupErr("--pcap does not go with --all-netns yet (a pcapng file describes the interfaces of one namespace): capture a namespace with --netns NAME --pcap FILE")
 	}
 	if cfg.MaxNetNS <= 0 {
 		cfg.MaxNetNS = DefaultMaxNetNS

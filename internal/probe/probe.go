@@ -21,6 +21,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Config is one run's settings. Zero values mean the documented defaults.
@@ -43,7 +44,17 @@ type Config struct {
 	State string
 	// Attach is how exact mode attaches its programs: "" (tcx where the
 	// kernel has it, else clsact), "tcx" or "tc".
-	Attach      string
+	Attach string
+	// Pcap, if set, is a pcapng file for the packets beside the records
+	// (output.OpenPcap: the log file's rules, replaced, locked), written
+	// and reopened with the log.
+	Pcap string
+	// PcapAll writes every captured packet to Pcap, logged or not (diag
+	// mode: the capture hands each ring block to the writer too). In exact
+	// mode unlogged packets never reach user space: with PPL 1 the file
+	// gets what is logged (every packet but SIFTR's skips); with a larger
+	// PPL it is a set-up error.
+	PcapAll     bool
 	StatusEvery time.Duration // status line interval on Stderr; 0 = none
 	Stdout      io.Writer     // for LogFile "-"; nil = os.Stdout
 	Stderr      io.Writer     // status lines; nil = os.Stderr
@@ -93,6 +104,7 @@ func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(for
 type Summary struct {
 	Start, End time.Time
 	LogFile    string
+	PcapFile   string // "" without --pcap
 	metrics.Stats
 }
 
@@ -113,6 +125,7 @@ type Pipeline struct {
 	metricsLn net.Listener
 	ran       bool
 	closed    bool
+	madePcap  bool // New created the pcap file and has not finished: Close removes it
 }
 
 // Run sets a pipeline up with New, runs it and closes it.
@@ -151,10 +164,6 @@ func New(cfg Config) (*Pipeline, error) {
 		return nil, &SetupError{err}
 	}
 	p := &Pipeline{cfg: cfg}
-	if cfg.AllNetNS {
-		return p.newFleet(format)
-	}
-
 	// Bind the metrics address first: a busy port is a set-up error, found
 	// before any ring is opened.
 	if cfg.MetricsAddr != "" {
@@ -162,13 +171,22 @@ func New(cfg Config) (*Pipeline, error) {
 			return nil, setupErr("cannot serve metrics on %s: %w", cfg.MetricsAddr, unwrapOp(err))
 		}
 	}
+	if cfg.AllNetNS {
+		return p.newFleet(format)
+	}
 	src, err := openSource(&p.cfg)
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
 	p.src = src
+	pcap, err := p.openPcap()
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	p.out, err = output.OpenWriter(&output.WriterConfig{
+		Pcap:     pcap,
 		Path:     cfg.LogFile,
 		Stdout:   cfg.Stdout,
 		Format:   format,
@@ -186,7 +204,42 @@ func New(cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, &SetupError{err}
 	}
+	if ps, ok := p.src.(*packetSource); ok && cfg.Pcap != "" && cfg.PcapAll {
+		ps.tap = p.out
+	}
+	p.madePcap = false // the run starts: the file stays
 	return p, nil
+}
+
+// openPcap opens Config.Pcap, if set, for the writer.
+func (p *Pipeline) openPcap() (*output.Pcap, error) {
+	cfg := &p.cfg
+	if cfg.Pcap == "" {
+		return nil, nil
+	}
+	exact := p.src.state() == tcp.SourceExact
+	if cfg.PcapAll && exact && cfg.PPL > 1 {
+		return nil, setupErr("--pcap-all needs --ppl 1 in exact mode: its programs sample in the kernel, so the packets ppl leaves out never reach the probe")
+	}
+	filter := "tcp"
+	if cfg.Port != 0 {
+		filter = fmt.Sprintf("tcp port %d", cfg.Port)
+	}
+	_, lerr := os.Lstat(cfg.Pcap)
+	pc, err := output.OpenPcap(&output.PcapConfig{
+		Path:        cfg.Pcap,
+		Iface:       cfg.Iface,
+		Filter:      filter,
+		Application: "siftr-probe " + buildinfo.Get().Version,
+		// In exact mode with ppl 1 the records are every packet that
+		// reaches user space: there is nothing else to add.
+		All: cfg.PcapAll && !exact,
+	})
+	if err != nil {
+		return nil, explainFile("pcap file", cfg.Pcap, err)
+	}
+	p.madePcap = lerr != nil
+	return pc, nil
 }
 
 // Close releases what the pipeline holds: the source, the log (closed
@@ -200,11 +253,12 @@ func (p *Pipeline) Close() error {
 	if p.src != nil {
 		p.src.Close()
 	}
-	if p.fleet != nil && p.out == nil && !p.ran {
-		return nil
-	}
 	if p.out != nil && !p.ran {
 		p.out.Close(nil)
+	}
+	if p.madePcap {
+		os.Remove(p.cfg.Pcap)
+		p.madePcap = false
 	}
 	if p.metricsLn != nil {
 		p.metricsLn.Close()
@@ -235,7 +289,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		return p.runFleet(ctx)
 	}
 	cfg := &p.cfg
-	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
+	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile, PcapFile: cfg.Pcap}
 	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
 		p.out.Close(nil)
 		return nil, explainLog(cfg.LogFile, err)
@@ -281,6 +335,9 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	}
 	if werr != nil {
 		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
+	}
+	if perr := p.out.PcapErr(); perr != nil {
+		return sum, fmt.Errorf("writing pcap file %s: %w (%d packets lost)", cfg.Pcap, perr, sum.Writer.Pcap.Lost)
 	}
 	return sum, nil
 }
@@ -338,6 +395,9 @@ func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 					return fmt.Errorf("log write failed: %v", err)
 				}
 			}
+			if err := p.out.PcapErr(); err != nil {
+				return fmt.Errorf("pcap write failed: %v", err)
+			}
 			return nil
 		},
 		Info: buildinfo.Get(),
@@ -363,7 +423,10 @@ func unwrapOp(err error) error {
 // writer's explanation ("is a symbolic link; refusing to follow it", "its
 // directory does not exist") if it gave one, else the system's; the
 // *os.PathError inside, which repeats the path, is left out of the message.
-func explainLog(path string, err error) error {
+func explainLog(path string, err error) error { return explainFile("log file", path, err) }
+
+// explainFile is explainLog for a file named what ("log file", "pcap file").
+func explainFile(what, path string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "output: ")
 	var pe *os.PathError
 	if errors.As(err, &pe) {
@@ -384,7 +447,7 @@ func explainLog(path string, err error) error {
 			reason = pe.Err.Error()
 		}
 	}
-	return &SetupError{&explained{fmt.Sprintf("cannot write log file %s: %s", path, reason), err}}
+	return &SetupError{&explained{fmt.Sprintf("cannot write %s %s: %s", what, path, reason), err}}
 }
 
 // explained is an error with a message of its own, wrapping the original.

@@ -11,6 +11,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/diag"
 	"github.com/siftr-probe/siftr-probe/exact"
+	"github.com/siftr-probe/siftr-probe/output"
 )
 
 // Report is the machine-readable form of a Summary (--stats-file).
@@ -19,6 +20,7 @@ type Report struct {
 	End             time.Time              `json:"end"`
 	Seconds         float64                `json:"seconds"`
 	LogFile         string                 `json:"logfile"`
+	PcapFile        string                 `json:"pcap_file,omitempty"`
 	State           string                 `json:"state"`
 	Lines           uint64                 `json:"lines"`
 	Counts          correlate.Counts       `json:"counts"`
@@ -28,6 +30,7 @@ type Report struct {
 	Diag            diag.Stats             `json:"diag"`
 	Exact           exact.Stats            `json:"exact"`
 	Writer          writerReport           `json:"writer"`
+	Pcap            *output.PcapStats      `json:"pcap,omitempty"`
 	StalenessNS     map[string]int64       `json:"staleness_ns"`
 	LookupsPerBatch float64                `json:"lookups_per_batch"`
 	Process         map[string]uint64      `json:"process"`
@@ -47,6 +50,11 @@ func (s *Summary) Report() *Report {
 			s.Writer.Late, s.Writer.WriteErrors, s.Writer.LostToWriteError},
 		StalenessNS: map[string]int64{},
 		Process:     map[string]uint64{},
+		PcapFile:    s.PcapFile,
+	}
+	if s.PcapFile != "" {
+		pc := s.Writer.Pcap
+		r.Pcap = &pc
 	}
 	st := s.Writer.Staleness
 	for name, q := range map[string]float64{"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1} {

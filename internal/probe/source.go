@@ -97,6 +97,40 @@ type packetSource struct {
 	capt  *capture.Capture
 	diags []*diag.Client
 	res   *correlate.Resolver // set by Run
+	// tap, if set (--pcap-all), also gets every ring block: the packets
+	// for the pcap file, logged or not.
+	tap packetTap
+}
+
+// packetTap takes captured packets beside the records; *output.Writer
+// implements it (SubmitPackets, AdvancePackets). Neither method blocks.
+type packetTap interface {
+	SubmitPackets(worker int, pkts []tcp.Packet, watermark int64) bool
+	AdvancePackets(worker int, watermark int64)
+}
+
+// teeHandler hands each ring block to the tap, then to the resolver. The
+// tap copies the block into its bounded queue (or counts it as dropped
+// when the queue is full) and returns: it never waits.
+type teeHandler struct {
+	tap  packetTap
+	next capture.Handler
+}
+
+func (h *teeHandler) Block(wi int, pkts []tcp.Packet) {
+	if len(pkts) > 0 {
+		var mark int64
+		for i := range pkts {
+			mark = max(mark, pkts[i].Time)
+		}
+		h.tap.SubmitPackets(wi, pkts, mark)
+	}
+	h.next.Block(wi, pkts)
+}
+
+func (h *teeHandler) Idle(wi int, safe int64) {
+	h.tap.AdvancePackets(wi, safe)
+	h.next.Idle(wi, safe)
 }
 
 // openPacketSource opens the rings and the inet_diag clients; nothing is
@@ -140,7 +174,11 @@ func (s *packetSource) Run(ctx context.Context, e *correlate.Engine) error {
 		return err
 	}
 	s.res = res
-	err = s.capt.Run(ctx, res)
+	var h capture.Handler = res
+	if s.tap != nil {
+		h = &teeHandler{tap: s.tap, next: res}
+	}
+	err = s.capt.Run(ctx, h)
 	res.Close()
 	if err != nil {
 		return fmt.Errorf("capture: %w", err)

@@ -67,6 +67,9 @@ func (s *status) line(now time.Time, in *metrics.Stats) string {
 	if ws.WriteErrors > 0 {
 		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
 	}
+	if ws.Pcap.WriteErrors > 0 {
+		line += fmt.Sprintf("  PCAP WRITE ERRORS %d (%d packets lost)", ws.Pcap.WriteErrors, ws.Pcap.Lost)
+	}
 	s.last, s.lastPkts, s.lastRecs, s.lastStale = now, c.Packets, ws.Records, ws.Staleness
 	return line
 }
@@ -119,5 +122,10 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	if s.Writer.WriteErrors > 0 {
 		fmt.Fprintf(w, "  write errors %d: %d records lost\n", s.Writer.WriteErrors, s.Writer.LostToWriteError)
+	}
+	if s.PcapFile != "" {
+		pc := &s.Writer.Pcap
+		fmt.Fprintf(w, "  pcap: %d packets (%d logged, with their state) written to %s; dropped (queue full) %d, write errors %d (%d packets lost)\n",
+			pc.Packets, pc.Stated, s.PcapFile, pc.Dropped, pc.WriteErrors, pc.Lost)
 	}
 }
