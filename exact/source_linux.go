@@ -113,8 +113,11 @@ func Open(cfg *Config) (*Source, error) {
 	}
 	err = netns.Do(c.NetNS, func() error {
 		lk, err := netlink.LinkByName(c.Iface)
-		if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
 			return fmt.Errorf("%w: %s", ErrNoInterface, c.Iface)
+		}
+		if err != nil {
+			return fmt.Errorf("find interface %s: %w", c.Iface, err)
 		}
 		s.l2len = linkHeaderLen(lk.Attrs().EncapType)
 		if err := s.configure(true); err != nil {

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/siftr-probe/siftr-probe/capture"
@@ -74,6 +75,8 @@ type Collector struct {
 	exactRecords, exactDiscarded, exactConfirms, exactLost, exactRunSeconds, exactRuns *prometheus.Desc
 
 	pcapPackets, pcapBytes, pcapDropped, pcapWriteErrors, pcapLost *prometheus.Desc
+
+	netnsFollowed, netnsBeyondMax, netnsPackets, netnsLogged *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls read once per scrape and
@@ -142,6 +145,11 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		pcapDropped:     d("pcap_dropped_packets_total", "--pcap-all: captured packets the pcap queue refused (full): not in the pcapng file."),
 		pcapWriteErrors: d("pcap_write_errors_total", "--pcap: failed writes to the pcapng file."),
 		pcapLost:        d("pcap_lost_packets_total", "--pcap: packets formatted but lost because a write to the pcapng file failed."),
+
+		netnsFollowed:  d("netns_followed", "--all-netns: network namespaces followed now."),
+		netnsBeyondMax: d("netns_beyond_max", "--all-netns: network namespaces found but not followed because --max-netns were already followed."),
+		netnsPackets:   d("netns_packets_total", "--all-netns: TCP packets on the port, by followed namespace (its name, else its inode) and interface; a namespace's series go when it does.", netnsLabels...),
+		netnsLogged:    d("netns_logged_packets_total", "--all-netns: packets logged (not sampled out or skipped), by followed namespace and interface.", netnsLabels...),
 	}
 }
 
@@ -157,6 +165,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.bytes, c.rejected, c.forced, c.late, c.writeErrors, c.lostRecords, c.logUnlinked, c.staleness,
 		c.exactRecords, c.exactDiscarded, c.exactConfirms, c.exactLost, c.exactRunSeconds, c.exactRuns,
 		c.pcapPackets, c.pcapBytes, c.pcapDropped, c.pcapWriteErrors, c.pcapLost,
+		c.netnsFollowed, c.netnsBeyondMax, c.netnsPackets, c.netnsLogged,
 	}
 }
 
@@ -258,7 +267,35 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.pcapDropped, ps.Dropped)
 	counter(c.pcapWriteErrors, ps.WriteErrors)
 	counter(c.pcapLost, ps.Lost)
+
+	if s.NetNS == nil && s.NetNSBeyondMax == 0 {
+		return // not --all-netns
+	}
+	followed := map[uint64]bool{}
+	for i := range s.NetNS {
+		n := &s.NetNS[i]
+		if n.Ended {
+			continue
+		}
+		followed[n.Origin.NetNS] = true
+		name := n.Origin.NetNSName
+		if name == "" {
+			name = fmt.Sprint(n.Origin.NetNS)
+		}
+		k := &n.Counts
+		for d, dir := range directions {
+			logged := k.Packets[d] - k.SampledOut[d] - k.SkipMalloc[d] - k.SkipTCPCB[d] - k.SkipInPCB[d]
+			counter(c.netnsPackets, k.Packets[d], name, n.Iface, n.Origin.PodNamespace, n.Origin.PodName, dir)
+			counter(c.netnsLogged, logged, name, n.Iface, n.Origin.PodNamespace, n.Origin.PodName, dir)
+		}
+	}
+	gauge(c.netnsFollowed, float64(len(followed)))
+	gauge(c.netnsBeyondMax, float64(s.NetNSBeyondMax))
 }
+
+// netnsLabels label the per-namespace series. Their number is bounded by
+// --max-netns times the interfaces followed per namespace.
+var netnsLabels = []string{"netns", "iface", "pod_namespace", "pod", "direction"}
 
 // Histogram converts a nanosecond hist.Snapshot into a Prometheus
 // histogram's count, sum (in seconds) and cumulative bucket counts for the

@@ -117,6 +117,14 @@ func fakeStats() Stats {
 			Overruns:        16,
 			Resent:          18,
 		},
+		NetNS: []NetNSStats{
+			{Origin: correlate.Origin{NetNS: 4026532000, NetNSName: "cni-1", PodNamespace: "default", PodName: "web-0"}, Iface: "eth0",
+				Counts: correlate.Counts{Packets: [2]uint64{600, 700}, SampledOut: [2]uint64{1, 2}, SkipTCPCB: [2]uint64{3, 4}}},
+			{Origin: correlate.Origin{NetNS: 4026532001}, Iface: "eth1", Counts: correlate.Counts{Packets: [2]uint64{50, 60}}},
+			{Origin: correlate.Origin{NetNS: 4026532002, NetNSName: "gone"}, Iface: "eth0", Ended: true,
+				Counts: correlate.Counts{Packets: [2]uint64{5, 6}}},
+		},
+		NetNSBeyondMax: 2,
 	}
 }
 

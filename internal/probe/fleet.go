@@ -24,6 +24,14 @@ const (
 	fleetRingSize     = 512 << 10
 	fleetIfacesPerNS  = 4 // producer slots kept per namespace in the shared log
 	fleetDiscoverTick = time.Second
+	fleetOpeners      = 2
+	// Namespaces that went away leave their counts in the totals; the
+	// breakdown keeps the last fleetEndedKept (up to twice as many) of
+	// them, and the disable line's flow list the last fleetEndedFlows of
+	// their flows (the others counted as FlowListDropped), so that a
+	// host where pods come and go for weeks does not grow the probe.
+	fleetEndedKept  = 1024
+	fleetEndedFlows = 1 << 16
 )
 
 // unit is one interface of one network namespace, followed: a state
@@ -77,8 +85,15 @@ type fleet struct {
 	// its network is set up) or beyond MaxNetNS is looked at again at
 	// every discovery.
 	skipped map[uint64]skip
+	warned  map[uint64]map[string]bool // messages printed, by namespace
 	beyond  uint64 // namespaces not followed because of MaxNetNS, now
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the units' goroutines
+	// busy are the namespaces whose units are being opened, by starters
+	// (at most fleetOpeners at once: an exact-mode unit's programs take the
+	// verifier some 50-100 ms), so that discovery never waits for them.
+	busy     map[uint64]bool
+	opening  chan struct{}
+	starters sync.WaitGroup
 }
 
 // netnsSelected reports whether a namespace passes --netns-include and
@@ -133,6 +148,8 @@ type skip struct {
 	why   string
 	name  string // the namespace's name when it was left out
 	final bool
+	fails int       // sources that failed to open, in a row
+	next  time.Time // not looked at again before
 }
 
 // followed is a namespace being followed: held open (the process whose
@@ -161,13 +178,18 @@ func (f *fleet) discover(ctx context.Context) {
 	f.mu.Lock()
 	var gone []uint64
 	for ino := range f.units {
-		if _, ok := found[ino]; !ok {
+		if _, ok := found[ino]; !ok && !f.busy[ino] {
 			gone = append(gone, ino)
 		}
 	}
 	for ino := range f.skipped {
 		if _, ok := found[ino]; !ok {
 			delete(f.skipped, ino)
+		}
+	}
+	for ino := range f.warned {
+		if _, ok := found[ino]; !ok {
+			delete(f.warned, ino)
 		}
 	}
 	f.beyond = 0
@@ -188,16 +210,25 @@ func (f *fleet) discover(ctx context.Context) {
 		f.mu.Lock()
 		fl := f.units[ino]
 		sk, skipped := f.skipped[ino]
-		n := len(f.units)
+		n := len(f.units) + len(f.busy)
+		busy := f.busy[ino]
+		nu := 0
+		if fl != nil {
+			nu = len(fl.units)
+		}
 		f.mu.Unlock()
 		switch {
+		case busy:
+			continue
 		case fl != nil:
-			if fl.seen++; fl.seen >= fleetIfaceRecheck && len(fl.units) < fleetIfacesPerNS {
+			if fl.seen++; fl.seen >= fleetIfaceRecheck && nu < fleetIfacesPerNS {
 				fl.seen = 0
-				f.addUnits(ctx, fl)
+				f.startBusy(ino, func() { f.addUnits(ctx, fl) })
 			}
 			continue
 		case skipped && sk.final && sk.name == ns.Name:
+			continue
+		case skipped && time.Now().Before(sk.next):
 			continue
 		case n >= f.cfg.MaxNetNS:
 			f.mu.Lock()
@@ -209,11 +240,45 @@ func (f *fleet) discover(ctx context.Context) {
 			f.setSkip(ino, skip{why: whyBeyond})
 			continue
 		}
-		f.startNetNS(ctx, ns)
+		f.startBusy(ino, func() { f.startNetNS(ctx, ns) })
 	}
 }
 
+// startBusy runs open in a starter of its own, the namespace marked busy
+// until it returns.
+func (f *fleet) startBusy(ino uint64, open func()) {
+	f.mu.Lock()
+	f.busy[ino] = true
+	f.mu.Unlock()
+	f.starters.Go(func() {
+		f.opening <- struct{}{}
+		defer func() { <-f.opening }()
+		open()
+		f.mu.Lock()
+		delete(f.busy, ino)
+		f.mu.Unlock()
+	})
+}
+
 const whyBeyond = "beyond --max-netns"
+
+// warnOnce prints a message about a namespace the first time it comes up
+// while the namespace lives (a source that fails to open is tried again
+// every second).
+func (f *fleet) warnOnce(ns netnsInfo, msg string) {
+	f.mu.Lock()
+	seen := f.warned[ns.Inode][msg]
+	if !seen {
+		if f.warned[ns.Inode] == nil {
+			f.warned[ns.Inode] = map[string]bool{}
+		}
+		f.warned[ns.Inode][msg] = true
+	}
+	f.mu.Unlock()
+	if !seen {
+		fmt.Fprintf(f.cfg.Stderr, "siftr-probe: %s\n", msg)
+	}
+}
 
 func (f *fleet) setSkip(ino uint64, s skip) {
 	f.mu.Lock()
@@ -231,6 +296,9 @@ func nsLabel(ns netnsInfo) string {
 
 // startNetNS starts following a namespace: a unit per matching interface.
 func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
+	if ctx.Err() != nil {
+		return
+	}
 	fd, err := os.Open(ns.Path)
 	if err != nil {
 		return // gone already
@@ -263,7 +331,12 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 	f.startUnits(ctx, fl, ifaces)
 	if len(fl.units) == 0 {
 		fd.Close()
-		f.setSkip(ns.Inode, skip{why: "could not open a source", name: ns.Name, final: true})
+		// Tried again after 2, 4, 8 .. 64 s.
+		f.mu.Lock()
+		fails := f.skipped[ns.Inode].fails + 1
+		f.skipped[ns.Inode] = skip{why: "could not open a source", name: ns.Name, fails: fails,
+			next: time.Now().Add(time.Second << min(fails, 6))}
+		f.mu.Unlock()
 		return
 	}
 	f.mu.Lock()
@@ -294,17 +367,16 @@ func (f *fleet) addUnits(ctx context.Context, fl *followed) {
 func (f *fleet) startUnits(ctx context.Context, fl *followed, ifaces []netnsIface) {
 	var started []*unit
 	for _, ifc := range ifaces {
-		if len(fl.units)+len(started) >= fleetIfacesPerNS {
+		if len(fl.units)+len(started) >= fleetIfacesPerNS || ctx.Err() != nil {
 			break
 		}
 		u, err := f.openUnit(fl.ns, fl.path, ifc.Name, fl.origin)
 		if err != nil {
-			fmt.Fprintf(f.cfg.Stderr, "siftr-probe: %s, %s: %v\n", nsLabel(fl.ns), ifc.Name, err)
+			f.warnOnce(fl.ns, fmt.Sprintf("%s, %s: %v", nsLabel(fl.ns), ifc.Name, err))
 			continue
 		}
 		started = append(started, u)
-	}
-	for _, u := range started {
+		// Run at once: its slots hold the shared log back until it does.
 		uctx, cancel := context.WithCancel(ctx)
 		u.cancel = cancel
 		f.wg.Go(func() {
@@ -343,17 +415,34 @@ func (f *fleet) openUnit(ns netnsInfo, path, iface string, origin *correlate.Ori
 	if cfg.RingSize == 0 {
 		cfg.RingSize = fleetRingSize
 	}
+	// In the shared log, the unit's slots hold the output back from before
+	// its source opens: no packet it captures can be older than a line
+	// already written. Slots for every worker are taken, the unused ones
+	// given back once the source says how many it has.
+	want := max(cfg.Workers, 1)
+	first := 0
+	if f.shared != nil {
+		var err error
+		if first, err = f.shared.Reserve(want, time.Now().UnixNano()); err != nil {
+			return nil, err
+		}
+	}
 	src, err := openSource(&cfg)
 	if err != nil {
+		if f.shared != nil {
+			f.shared.Release(first, want)
+		}
 		return nil, err
 	}
 	u := &unit{ns: ns, iface: iface, origin: origin, src: src, stopped: make(chan struct{})}
 	var sink correlate.Sink
 	if f.shared != nil {
-		first, err := f.shared.Reserve(src.Producers(), time.Now().Add(-time.Second).UnixNano())
-		if err != nil {
+		if n := src.Producers(); n < want {
+			f.shared.Release(first+n, want-n)
+		} else if n > want {
+			f.shared.Release(first, want)
 			src.Close()
-			return nil, err
+			return nil, fmt.Errorf("source has %d producers, %d slots taken", n, want)
 		}
 		u.out, u.first = f.shared, first
 		sink = slotSink{f.shared, first}
@@ -424,8 +513,10 @@ func (f *fleet) stopNetNS(ino uint64) {
 		u.read(&st)
 		addCounts(&f.retired.counts, st.Counts)
 		addStats(&f.retired.stats, &st)
-		f.retired.flows = append(f.retired.flows, u.eng.Flows()...)
-		f.retired.netns = append(f.retired.netns, u.netnsStats(&st, true))
+		var dropped int
+		f.retired.flows, dropped = keepLast(append(f.retired.flows, u.eng.Flows()...), fleetEndedFlows)
+		f.retired.stats.Engine.FlowListDropped += uint64(dropped)
+		f.retired.netns, _ = keepLast(append(f.retired.netns, u.netnsStats(&st, true)), fleetEndedKept)
 		u.release()
 	}
 	fl.fd.Close()
@@ -433,6 +524,16 @@ func (f *fleet) stopNetNS(ino uint64) {
 	if f.cfg.StatusEvery > 0 {
 		fmt.Fprintf(f.cfg.Stderr, "siftr-probe: %s went away: drained and released\n", nsLabel(fl.ns))
 	}
+}
+
+// keepLast trims s to its last n elements once it has grown to twice n
+// (so that trimming costs O(1) amortized), and says how many it dropped.
+func keepLast[T any](s []T, n int) ([]T, int) {
+	if len(s) < 2*n {
+		return s, 0
+	}
+	d := len(s) - n
+	return append(s[:0], s[d:]...), d
 }
 
 // read adds a unit's engine and source counters to s.
@@ -455,6 +556,7 @@ func (f *fleet) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			f.starters.Wait() // their units see ctx done and stop at once
 			f.mu.Lock()
 			inos := make([]uint64, 0, len(f.units))
 			for ino := range f.units {
@@ -618,7 +720,7 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 			return nil, setupErr("bad namespace selector %q: unknown key %q (want netns, iface or pod)", t, k)
 		}
 	}
-	f := &fleet{cfg: cfg, units: map[uint64]*followed{}, skipped: map[uint64]skip{},
+	f := &fleet{cfg: cfg, units: map[uint64]*followed{}, busy: map[uint64]bool{}, warned: map[uint64]map[string]bool{}, opening: make(chan struct{}, fleetOpeners), skipped: map[uint64]skip{},
 		header: &output.Header{SysVer: sysVer(), IPMode: 6}}
 	name := cfg.Format
 	f.format = func() output.Format { fm, _ := output.FormatByName(name); return fm }

@@ -83,6 +83,33 @@ func (l *fleetLab) close() {
 	l.lab.Close()
 }
 
+// waitFollowed waits until the probe follows both hosts of every lab.
+func waitFollowed(t *testing.T, p *Pipeline, labs ...*fleetLab) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		live := map[string]bool{}
+		for _, n := range p.read().NetNS {
+			live[n.Origin.NetNSName] = live[n.Origin.NetNSName] || !n.Ended
+		}
+		missing := 0
+		for _, l := range labs {
+			for _, h := range []*netlab.Host{&l.lab.A, &l.lab.B} {
+				if !live[filepath.Base(h.NetNS)] {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d namespaces not followed within 20 s", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // openFDs counts this process's open file descriptors.
 func openFDs(t *testing.T) int {
 	t.Helper()
@@ -147,15 +174,17 @@ func testAllNetNS(t *testing.T, state string) {
 	<-started
 
 	labs := []*fleetLab{startFleetLab(t, prefix+"x"), startFleetLab(t, prefix+"y"), startFleetLab(t, prefix+"z")}
+	waitFollowed(t, p, labs...)
 	for _, l := range labs {
 		l.send(t)
 	}
-	time.Sleep(2500 * time.Millisecond) // followed within a second; traffic logged
-	labs[1].close()                     // goes away while its traffic flows (stopped just before)
+	time.Sleep(1500 * time.Millisecond)
+	labs[1].close() // goes away while its traffic flows (stopped just before)
 	late := startFleetLab(t, prefix+"w")
+	waitFollowed(t, p, late)
 	late.send(t)
 	labs = append(labs, late)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	for _, i := range []int{0, 2, 3} {
 		labs[i].close()
 	}

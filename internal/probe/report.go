@@ -34,6 +34,20 @@ type Report struct {
 	StalenessNS     map[string]int64       `json:"staleness_ns"`
 	LookupsPerBatch float64                `json:"lookups_per_batch"`
 	Process         map[string]uint64      `json:"process"`
+	// NetNS is --all-netns's breakdown: one entry per followed namespace
+	// and interface, those that went away included (ended).
+	NetNS          []netnsReport `json:"netns,omitempty"`
+	NetNSBeyondMax uint64        `json:"netns_beyond_max,omitempty"`
+}
+
+type netnsReport struct {
+	Inode        uint64           `json:"inode"`
+	Name         string           `json:"name,omitempty"`
+	PodNamespace string           `json:"pod_namespace,omitempty"`
+	Pod          string           `json:"pod,omitempty"`
+	Iface        string           `json:"iface"`
+	Ended        bool             `json:"ended"`
+	Counts       correlate.Counts `json:"counts"`
 }
 
 type writerReport struct {
@@ -52,6 +66,11 @@ func (s *Summary) Report() *Report {
 		Process:     map[string]uint64{},
 		PcapFile:    s.PcapFile,
 	}
+	for _, n := range s.NetNS {
+		r.NetNS = append(r.NetNS, netnsReport{Inode: n.Origin.NetNS, Name: n.Origin.NetNSName,
+			PodNamespace: n.Origin.PodNamespace, Pod: n.Origin.PodName, Iface: n.Iface, Ended: n.Ended, Counts: n.Counts})
+	}
+	r.NetNSBeyondMax = s.NetNSBeyondMax
 	if s.PcapFile != "" {
 		pc := s.Writer.Pcap
 		r.Pcap = &pc

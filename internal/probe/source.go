@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -96,7 +97,7 @@ func (s *exactSource) read(st *metrics.Stats)                             { st.E
 type packetSource struct {
 	capt  *capture.Capture
 	diags []*diag.Client
-	res   *correlate.Resolver // set by Run
+	res   atomic.Pointer[correlate.Resolver] // set by Run, read by read
 	// tap, if set (--pcap-all), also gets every ring block: the packets
 	// for the pcap file, logged or not.
 	tap packetTap
@@ -173,7 +174,7 @@ func (s *packetSource) Run(ctx context.Context, e *correlate.Engine) error {
 	if err != nil {
 		return err
 	}
-	s.res = res
+	s.res.Store(res)
 	var h capture.Handler = res
 	if s.tap != nil {
 		h = &teeHandler{tap: s.tap, next: res}
@@ -198,8 +199,8 @@ func (s *packetSource) Close() error {
 
 func (s *packetSource) read(st *metrics.Stats) {
 	st.Capture = s.capt.Stats()
-	if s.res != nil {
-		st.Resolve = s.res.Stats()
+	if res := s.res.Load(); res != nil {
+		st.Resolve = res.Stats()
 	}
 	st.Diag = diag.Stats{}
 	for _, d := range s.diags {

@@ -1,9 +1,11 @@
 package probe
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/hist"
@@ -123,9 +125,39 @@ func (s *Summary) Print(w io.Writer) {
 	if s.Writer.WriteErrors > 0 {
 		fmt.Fprintf(w, "  write errors %d: %d records lost\n", s.Writer.WriteErrors, s.Writer.LostToWriteError)
 	}
+	if len(s.NetNS) > 0 || s.NetNSBeyondMax > 0 {
+		printNetNS(w, s.NetNS, s.NetNSBeyondMax)
+	}
 	if s.PcapFile != "" {
 		pc := &s.Writer.Pcap
 		fmt.Fprintf(w, "  pcap: %d packets (%d logged, with their state) written to %s; dropped (queue full) %d, write errors %d (%d packets lost)\n",
 			pc.Packets, pc.Stated, s.PcapFile, pc.Dropped, pc.WriteErrors, pc.Lost)
+	}
+}
+
+// printNetNS is the summary's per-namespace part (--all-netns): how many
+// were followed and the busiest of them.
+func printNetNS(w io.Writer, ns []metrics.NetNSStats, beyond uint64) {
+	inodes, ended := map[uint64]bool{}, map[uint64]bool{}
+	for _, n := range ns {
+		inodes[n.Origin.NetNS] = true
+		if n.Ended {
+			ended[n.Origin.NetNS] = true
+		}
+	}
+	fmt.Fprintf(w, "  namespaces: %d followed (%d of them went away during the run), %d not followed (--max-netns)\n", len(inodes), len(ended), beyond)
+	top := slices.Clone(ns)
+	slices.SortStableFunc(top, func(a, b metrics.NetNSStats) int { return cmp.Compare(sum2(b.Counts.Packets), sum2(a.Counts.Packets)) })
+	for _, n := range top[:min(len(top), 5)] {
+		name := n.Origin.NetNSName
+		if name == "" {
+			name = fmt.Sprint(n.Origin.NetNS)
+		}
+		if n.Origin.PodName != "" {
+			name += " (pod " + n.Origin.PodNamespace + "/" + n.Origin.PodName + ")"
+		}
+		c := n.Counts
+		logged := sum2(c.Packets) - sum2(c.SampledOut) - sum2(c.SkipMalloc) - sum2(c.SkipTCPCB) - sum2(c.SkipInPCB)
+		fmt.Fprintf(w, "    %s %s: %d packets, %d logged\n", name, n.Iface, sum2(c.Packets), logged)
 	}
 }
