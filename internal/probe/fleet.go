@@ -86,8 +86,8 @@ type fleet struct {
 	// every discovery.
 	skipped map[uint64]skip
 	warned  map[uint64]map[string]bool // messages printed, by namespace
-	beyond  uint64 // namespaces not followed because of MaxNetNS, now
-	wg      sync.WaitGroup // the units' goroutines
+	beyond  uint64                     // namespaces not followed because of MaxNetNS, now
+	wg      sync.WaitGroup             // the units' goroutines
 	// busy are the namespaces whose units are being opened, by starters
 	// (at most fleetOpeners at once: an exact-mode unit's programs take the
 	// verifier some 50-100 ms), so that discovery never waits for them.
