@@ -30,7 +30,7 @@ import (
 // spec.nodeName, metadata.name and metadata.namespace, and 401 for a wrong
 // token.
 type fakeAPI struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	token string
 
@@ -61,7 +61,7 @@ type fakeEvent struct {
 	rv  int
 }
 
-func newFakeAPI(t *testing.T) *fakeAPI {
+func newFakeAPI(t testing.TB) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{t: t, token: "secret-token", rv: 100, pods: map[string]*corev1.Pod{}}
 	f.cond = sync.NewCond(&f.mu)

@@ -3,6 +3,8 @@ package pods
 import (
 	"context"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -462,5 +464,67 @@ func TestSlim(t *testing.T) {
 	}
 	if other, _ := slim("not a pod"); other != "not a pod" {
 		t.Errorf("slim changed a non-pod: %v", other)
+	}
+}
+
+// BenchmarkLookup: one namespace's addresses against a node's worth of
+// pods.
+func BenchmarkLookup(b *testing.B) {
+	var x index
+	x.init(node)
+	for i := range 250 {
+		x.set(pod(node, "default", "p"+strconv.Itoa(i), "10.244."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250+1)))
+	}
+	a := addrs("127.0.0.1", "10.244.0.200", "fd00::200")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := x.lookup(a); !ok {
+			b.Fatal("not found")
+		}
+	}
+}
+
+// BenchmarkSyncMemory reports the heap a Watcher holds per pod of the node
+// once synced (the informer's slim cache, the index, the client), for pods
+// the size real ones are (managed fields, several containers with env).
+func BenchmarkSyncMemory(b *testing.B) {
+	const n = 250
+	for b.Loop() {
+		b.StopTimer()
+		f := newFakeAPI(b)
+		for i := range n {
+			p := pod(node, "default", "p"+strconv.Itoa(i), "10.244.0."+strconv.Itoa(i%250+1))
+			for c := range 3 {
+				ctr := corev1.Container{Name: "c" + strconv.Itoa(c), Image: "registry.example/app:" + strconv.Itoa(c)}
+				for e := range 10 {
+					ctr.Env = append(ctr.Env, corev1.EnvVar{Name: "VAR_" + strconv.Itoa(e), Value: strings.Repeat("v", 40)})
+				}
+				p.Spec.Containers = append(p.Spec.Containers, ctr)
+			}
+			p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: "Update", FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:conditions":{}}}`)}}
+			f.put(p)
+		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		w, err := New(Config{NodeName: node, Kubeconfig: f.kubeconfig(f.token)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.Run(ctx); close(done) }()
+		for !w.Synced() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heapB/pod")
+		if w.Stats().Pods != n {
+			b.Fatalf("%d pods indexed, want %d", w.Stats().Pods, n)
+		}
+		cancel()
+		<-done
+		b.StartTimer()
 	}
 }
