@@ -15,9 +15,11 @@
 // privileged containers, and pushes every change as a watch event, where
 // CRI has no sandbox watch and would be polled. CRI does name a sandbox's
 // namespace path, but only in the runtime-specific verbose info (containerd
-// and CRI-O differ), not in the CRI messages themselves. Cilium's agent,
-// Retina and Inspektor Gadget's pod informer watch the API server for the
-// pods of their node the same way; kubeskoop polls CRI.
+// and CRI-O differ), not in the CRI messages themselves. Cilium's agent and
+// Inspektor Gadget's pod informer watch the API server for the pods of
+// their node the same way (field selector spec.nodeName), and Retina keeps
+// its IP-to-pod cache from the API server; kubeskoop polls CRI every few
+// seconds, with a special case for Docker.
 //
 // What matching by address means: a pod's IPs are in its status once the
 // runtime has set up its network, a second or so after the namespace
