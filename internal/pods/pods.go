@@ -138,9 +138,9 @@ func New(cfg Config) (*Watcher, error) {
 	if err := w.informer.SetTransform(slim); err != nil {
 		return nil, fmt.Errorf("pods: %w", err)
 	}
-	if err := w.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		w.recordError(err)
-	}); err != nil {
+	// The list and watch functions record every failed request and error
+	// event; the default handler would only log them again.
+	if err := w.informer.SetWatchErrorHandlerWithContext(func(context.Context, *cache.Reflector, error) {}); err != nil {
 		return nil, fmt.Errorf("pods: %w", err)
 	}
 	discard := logr.Discard()
@@ -155,9 +155,9 @@ func New(cfg Config) (*Watcher, error) {
 	return w, nil
 }
 
-// restClient is a client for pods alone: its scheme knows only Pod and
-// PodList of core/v1 (and the meta types), so the binary does not link every
-// API type's codecs, deep copies and clients.
+// restClient is a client for core/v1 pods alone, not a kubernetes.Clientset,
+// which would link the types and clients of every API group: its scheme
+// knows Pod and PodList (and the meta types) only.
 func restClient(rc *rest.Config) (*rest.RESTClient, error) {
 	scheme := runtime.NewScheme()
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})

@@ -286,6 +286,10 @@ func TestUnauthorized(t *testing.T) {
 	if s.Synced || !strings.Contains(s.LastError, "Unauthorized") || s.LastErrorTime.IsZero() {
 		t.Errorf("Stats %+v, want not synced and an Unauthorized error", s)
 	}
+	// Each refused request is one error, counted once.
+	if s.Errors > s.Lists+s.Watches {
+		t.Errorf("Stats %+v: more errors than requests", s)
+	}
 	cancel()
 	select {
 	case err := <-errc:
