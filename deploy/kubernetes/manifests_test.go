@@ -22,6 +22,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/deploy/internal/flags"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -59,10 +60,12 @@ func decodeStrict(t *testing.T, data []byte, obj any) {
 		t.Fatal(err)
 	}
 	want := map[string][2]string{
-		"*v1.Namespace":      {"v1", "Namespace"},
-		"*v1.ServiceAccount": {"v1", "ServiceAccount"},
-		"*v1.ConfigMap":      {"v1", "ConfigMap"},
-		"*v1.DaemonSet":      {"apps/v1", "DaemonSet"},
+		"*v1.Namespace":          {"v1", "Namespace"},
+		"*v1.ServiceAccount":     {"v1", "ServiceAccount"},
+		"*v1.ConfigMap":          {"v1", "ConfigMap"},
+		"*v1.DaemonSet":          {"apps/v1", "DaemonSet"},
+		"*v1.ClusterRole":        {"rbac.authorization.k8s.io/v1", "ClusterRole"},
+		"*v1.ClusterRoleBinding": {"rbac.authorization.k8s.io/v1", "ClusterRoleBinding"},
 	}[fmt.Sprintf("%T", obj)]
 	if want != [2]string{} && (tm.APIVersion != want[0] || tm.Kind != want[1]) {
 		t.Fatalf("apiVersion/kind = %s/%s, want %s/%s", tm.APIVersion, tm.Kind, want[0], want[1])
@@ -156,26 +159,30 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 }
 
 func TestComponentsAreComplete(t *testing.T) {
-	for _, dir := range []string{"hostpath", "netns"} {
+	for _, dir := range []string{"hostpath", "netns", "fleet"} {
 		t.Run(dir, func(t *testing.T) {
 			k := readKustomization(t, filepath.Join(dir, "kustomization.yaml"))
 			if k.Kind != types.ComponentKind {
 				t.Errorf("kind = %q, want %s", k.Kind, types.ComponentKind)
 			}
-			var patched []string
+			var listed []string
 			for _, p := range k.Patches {
 				if p.Path == "" {
 					continue
 				}
-				patched = append(patched, p.Path)
-				if _, err := os.Stat(filepath.Join(dir, p.Path)); err != nil {
-					t.Errorf("patch %s: %v", p.Path, err)
+				listed = append(listed, p.Path)
+			}
+			listed = append(listed, k.Resources...)
+			for _, f := range listed {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("%s: %v", f, err)
 				}
 			}
-			// Every YAML file next to the component is one of its patches.
+			// Every YAML file next to the component is one of its patches
+			// or resources.
 			files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 			for _, f := range files {
-				if b := filepath.Base(f); b != "kustomization.yaml" && !slices.Contains(patched, b) {
+				if b := filepath.Base(f); b != "kustomization.yaml" && !slices.Contains(listed, b) {
 					t.Errorf("%s is not listed in %s/kustomization.yaml", b, dir)
 				}
 			}
@@ -189,7 +196,9 @@ type rendered struct {
 	sa  *corev1.ServiceAccount
 	cm  *corev1.ConfigMap
 	ds  *appsv1.DaemonSet
-	all []string // kind/name of every object
+	cr  []*rbacv1.ClusterRole        // only the fleet component has RBAC
+	crb []*rbacv1.ClusterRoleBinding // objects
+	all []string                     // kind/name of every object
 }
 
 // build runs kustomize on dir of fsys and decodes each object strictly.
@@ -220,6 +229,14 @@ func build(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 		case "DaemonSet":
 			out.ds = &appsv1.DaemonSet{}
 			obj = out.ds
+		case "ClusterRole":
+			cr := &rbacv1.ClusterRole{}
+			out.cr = append(out.cr, cr)
+			obj = cr
+		case "ClusterRoleBinding":
+			crb := &rbacv1.ClusterRoleBinding{}
+			out.crb = append(out.crb, crb)
+			obj = crb
 		default:
 			t.Fatalf("unexpected %s %s in the build", r.GetKind(), r.GetName())
 		}
@@ -285,6 +302,25 @@ func TestBaseBuild(t *testing.T) {
 	if len(r.ds.Spec.Template.Spec.Volumes) != 0 {
 		t.Errorf("the base mounts volumes %v; it should log to stdout only", r.ds.Spec.Template.Spec.Volumes)
 	}
+	checkNoAPIAccess(t, r)
+	if _, ok := r.cm.Data[flags.EnvName("all-netns")]; ok {
+		t.Error("the base sets SIFTR_PROBE_ALL_NETNS; only the fleet component does")
+	}
+}
+
+// checkNoAPIAccess asserts a build gives the probe no way to the API
+// server: no RBAC objects, and no service account token in the pod.
+func checkNoAPIAccess(t *testing.T, r *rendered) {
+	t.Helper()
+	if len(r.cr) != 0 || len(r.crb) != 0 {
+		t.Errorf("RBAC objects %v; only the fleet component reads the API", r.all)
+	}
+	if a := r.ds.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("pod automountServiceAccountToken = %v, want false: without the fleet component the probe never calls the API", a)
+	}
+	if a := r.sa.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("ServiceAccount automountServiceAccountToken = %v, want false", a)
+	}
 }
 
 func TestConfigMapDefaults(t *testing.T) {
@@ -309,6 +345,7 @@ func TestHostPathComponent(t *testing.T) {
 	fsys := memFS(t)
 	r := overlay(t, fsys, "hostpath", "components:\n  - ../../deploy/kubernetes/hostpath\n")
 	checkProbe(t, r, []corev1.Capability{"NET_RAW"})
+	checkNoAPIAccess(t, r)
 	const logfile = "/var/log/siftr-probe/siftr.jsonl"
 	if got := r.cm.Data["SIFTR_PROBE_LOGFILE"]; got != logfile {
 		t.Errorf("SIFTR_PROBE_LOGFILE = %q, want %q", got, logfile)
@@ -340,6 +377,7 @@ func TestNetnsComponent(t *testing.T) {
 	fsys := memFS(t)
 	r := overlay(t, fsys, "netns", "components:\n  - ../../deploy/kubernetes/netns\n")
 	checkProbe(t, r, []corev1.Capability{"NET_RAW", "SYS_ADMIN", "SYS_PTRACE"})
+	checkNoAPIAccess(t, r)
 	spec := r.ds.Spec.Template.Spec
 	if !spec.HostPID {
 		t.Error("hostPID is off: /proc/PID/ns/net of host processes is not visible")

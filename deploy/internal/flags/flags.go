@@ -17,10 +17,15 @@ import (
 
 // Known are the flags of `siftr-probe --help` that deployments may set.
 var Known = []string{
-	"iface", "port", "ppl", "logfile", "format", "workers",
+	"iface", "port", "ppl", "logfile", "format", "state", "workers",
 	"block-timeout", "block-size", "ring-size", "duration", "netns",
 	"metrics-addr", "quiet", "status-interval", "version",
 }
+
+// Pending are flags a deployment sets that the binary is about to get (the
+// fleet component's --all-netns). TestKnownMatchesBinary fails once the
+// binary defines one, so that it moves to Known.
+var Pending = []string{"all-netns"}
 
 // EnvName is the environment variable that sets a flag, as the binary
 // derives it: SIFTR_PROBE_ + upper case, dashes as underscores.
@@ -38,9 +43,10 @@ func FlagName(env string) string {
 	return strings.ToLower(strings.ReplaceAll(rest, "_", "-"))
 }
 
-// IsKnown reports whether env is EnvName(f) for a flag f in Known.
+// IsKnown reports whether env is EnvName(f) for a flag f in Known or
+// Pending.
 func IsKnown(env string) bool {
-	for _, k := range Known {
+	for _, k := range append(Known[:len(Known):len(Known)], Pending...) {
 		if EnvName(k) == env {
 			return true
 		}

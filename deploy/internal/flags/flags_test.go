@@ -7,7 +7,7 @@ import (
 )
 
 func TestEnvNameRoundTrip(t *testing.T) {
-	for _, f := range Known {
+	for _, f := range append(slices.Clone(Known), Pending...) {
 		env := EnvName(f)
 		if got := FlagName(env); got != f {
 			t.Errorf("FlagName(%q) = %q, want %q", env, got, f)
@@ -37,6 +37,14 @@ func TestKnownMatchesBinary(t *testing.T) {
 	for _, k := range Known {
 		if !slices.Contains(got, k) {
 			t.Errorf("flag --%s is in Known but %s does not define it (it defines %v)", k, dir, got)
+		}
+		if slices.Contains(Pending, k) {
+			t.Errorf("flag --%s is in both Known and Pending", k)
+		}
+	}
+	for _, k := range Pending {
+		if slices.Contains(got, k) {
+			t.Errorf("flag --%s is defined by %s now: move it from Pending to Known", k, dir)
 		}
 	}
 }
