@@ -30,7 +30,8 @@ type Config struct {
 	MaxFlowList int
 	// PruneInterval is how often Run prunes the flow table; 0 means 1s.
 	PruneInterval time.Duration
-	// Origin, if set, is where the sockets live: every record points to it.
+	// Origin, if set, is where the sockets live: every record points to it
+	// (until SetOrigin).
 	Origin *Origin
 }
 
@@ -59,6 +60,7 @@ type Engine struct {
 	prods []producer
 
 	rejected, reuses atomic.Uint64
+	origin           atomic.Pointer[Origin] // Config.Origin, or SetOrigin's
 }
 
 // producer is one producer's share of the engine: its counts and the flow
@@ -120,13 +122,15 @@ func NewEngine(cfg *Config, sink Sink, producers int) (*Engine, error) {
 	if c.PruneInterval <= 0 {
 		c.PruneInterval = time.Second
 	}
-	return &Engine{
+	e := &Engine{
 		cfg:   c,
 		ppl:   uint64(c.PPL),
 		sink:  sink,
 		flows: newFlowTable(c.MaxFlows, c.MaxFlowList),
 		prods: make([]producer, producers),
-	}, nil
+	}
+	e.origin.Store(c.Origin)
+	return e, nil
 }
 
 // Producers returns the number of producers the engine was made for.
@@ -220,13 +224,19 @@ func settle(t *tally, pk *tcp.Packet, snap *tcp.Snapshot, recs []Record) []Recor
 
 // stamp points the records an engine made to its origin.
 func (e *Engine) stamp(recs []Record) {
-	if e.cfg.Origin == nil {
+	o := e.origin.Load()
+	if o == nil {
 		return
 	}
 	for i := range recs {
-		recs[i].Origin = e.cfg.Origin
+		recs[i].Origin = o
 	}
 }
+
+// SetOrigin points the records made from now on to o (a namespace's pod
+// became known, or changed). o must not be modified afterwards. Safe for
+// concurrent use.
+func (e *Engine) SetOrigin(o *Origin) { e.origin.Store(o) }
 
 // Stated takes a packet that comes with its socket's state, read at the
 // packet by a source that also sampled it: it is counted in its flow and

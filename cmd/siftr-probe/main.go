@@ -175,6 +175,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(listFlag{&c.NetNSInclude}, "netns-include", "with --all-netns, follow only namespaces matching one of `TERMS` (comma-separated netns=GLOB for a name or inode, iface=GLOB, pod=NAMESPACE/NAME)")
 	fs.Var(listFlag{&c.NetNSExclude}, "netns-exclude", "with --all-netns, leave out namespaces matching one of `TERMS` (as --netns-include)")
 	fs.Var(intFlag{&c.MaxNetNS}, "max-netns", "with --all-netns, follow at most `N` namespaces; more are counted and named in a warning (default 256)")
+	fs.StringVar(&c.NodeName, "node-name", "", "with --all-netns, label each namespace with its pod: the pods of Kubernetes node `NAME` are watched through the API server (in a pod: from the downward API's spec.nodeName)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "with --node-name, reach the API server with kubeconfig `FILE` (default: in-cluster, the pod's service account)")
 	fs.StringVar(&c.LogPerNetNS, "log-per-netns", "", "with --all-netns, write a SIFTR log per namespace and interface into directory `DIR` (NAME-IFACE.log, each with its own enable and disable lines) instead of one log")
 	fs.DurationVar(&o.status, "status-interval", 5*time.Second, "print a status line on stderr every `D`, at least 100ms; 0 = none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port, e.g. 127.0.0.1:9721); off when empty")
@@ -239,7 +241,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 
 // flagOrder is the order of the flags in --help: most used first.
 var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "pcap", "pcap-all", "state", "duration", "netns",
-	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns",
+	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns", "node-name", "kubeconfig",
 	"metrics-addr", "status-interval", "quiet", "stats-file",
 	"workers", "block-timeout", "block-size", "ring-size", "attach", "cpuprofile", "version"}
 
@@ -317,7 +319,7 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 		return nil, fs, errors.New("--iface is required (for example --iface eth0; list interfaces with: ip link)")
 	}
 	if !o.cfg.AllNetNS {
-		for _, name := range []string{"netns-include", "netns-exclude", "max-netns", "log-per-netns"} {
+		for _, name := range []string{"netns-include", "netns-exclude", "max-netns", "log-per-netns", "node-name", "kubeconfig"} {
 			if given(fs, name) {
 				return nil, fs, fmt.Errorf("--%s needs --all-netns", name)
 			}

@@ -90,13 +90,13 @@ func checkFleet(t *testing.T, r *rendered) {
 		}
 		var node []corev1.EnvVar
 		for _, e := range c.Env {
-			if e.Name == "NODE_NAME" {
+			if e.Name == flags.EnvName("node-name") {
 				node = append(node, e)
 			}
 		}
 		if len(node) != 1 || node[0].Value != "" || node[0].ValueFrom == nil || node[0].ValueFrom.FieldRef == nil ||
 			node[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
-			t.Errorf("NODE_NAME %+v, want one from the downward API's spec.nodeName", node)
+			t.Errorf("SIFTR_PROBE_NODE_NAME %+v, want one from the downward API's spec.nodeName", node)
 		}
 	})
 

@@ -27,6 +27,15 @@ type Stats struct {
 	// (--all-netns); NetNSBeyondMax counts namespaces not followed.
 	NetNS          []NetNSStats
 	NetNSBeyondMax uint64
+	// Pods is the pod watcher's state (--node-name); nil without.
+	Pods *PodStats
+}
+
+// PodStats are the pod watcher's counters (internal/pods.Stats).
+type PodStats struct {
+	Known                  int  // pods of the node with an IP, not host-network
+	Synced                 bool // the first list is in
+	Lists, Watches, Errors uint64
 }
 
 // NetNSStats are one followed namespace's interface's counts.
@@ -77,6 +86,8 @@ type Collector struct {
 	pcapPackets, pcapBytes, pcapDropped, pcapWriteErrors, pcapLost *prometheus.Desc
 
 	netnsFollowed, netnsBeyondMax, netnsPackets, netnsLogged *prometheus.Desc
+
+	podsKnown, podsSynced, podsRequests, podsErrors *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls read once per scrape and
@@ -150,6 +161,11 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		netnsBeyondMax: d("netns_beyond_max", "--all-netns: network namespaces found but not followed because --max-netns were already followed."),
 		netnsPackets:   d("netns_packets_total", "--all-netns: TCP packets on the port, by followed namespace (its name, else its inode) and interface; a namespace's series go when it does.", netnsLabels...),
 		netnsLogged:    d("netns_logged_packets_total", "--all-netns: packets logged (not sampled out or skipped), by followed namespace and interface.", netnsLabels...),
+
+		podsKnown:    d("pods_known", "--node-name: pods of this node the namespaces can be labelled with (an IP, not host-network, not finished)."),
+		podsSynced:   d("pods_synced", "--node-name: 1 once the node's pods have been listed from the API server."),
+		podsRequests: d("pods_api_requests_total", "--node-name: list and watch requests to the API server.", "verb"),
+		podsErrors:   d("pods_api_errors_total", "--node-name: failed list and watch requests (retried)."),
 	}
 }
 
@@ -166,6 +182,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.exactRecords, c.exactDiscarded, c.exactConfirms, c.exactLost, c.exactRunSeconds, c.exactRuns,
 		c.pcapPackets, c.pcapBytes, c.pcapDropped, c.pcapWriteErrors, c.pcapLost,
 		c.netnsFollowed, c.netnsBeyondMax, c.netnsPackets, c.netnsLogged,
+		c.podsKnown, c.podsSynced, c.podsRequests, c.podsErrors,
 	}
 }
 
@@ -268,6 +285,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.pcapWriteErrors, ps.WriteErrors)
 	counter(c.pcapLost, ps.Lost)
 
+	if p := s.Pods; p != nil {
+		gauge(c.podsKnown, float64(p.Known))
+		synced := 0.0
+		if p.Synced {
+			synced = 1
+		}
+		gauge(c.podsSynced, synced)
+		counter(c.podsRequests, p.Lists, "list")
+		counter(c.podsRequests, p.Watches, "watch")
+		counter(c.podsErrors, p.Errors)
+	}
 	if s.NetNS == nil && s.NetNSBeyondMax == 0 {
 		return // not --all-netns
 	}

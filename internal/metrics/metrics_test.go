@@ -125,6 +125,7 @@ func fakeStats() Stats {
 				Counts: correlate.Counts{Packets: [2]uint64{5, 6}}},
 		},
 		NetNSBeyondMax: 2,
+		Pods:           &PodStats{Known: 31, Synced: true, Lists: 1, Watches: 3, Errors: 2},
 	}
 }
 

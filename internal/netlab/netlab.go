@@ -35,6 +35,10 @@ type Config struct {
 	// NoOffloads turns TSO, GSO and GRO off on both ends, so every wire
 	// segment is one captured packet.
 	NoOffloads bool
+	// Subnet numbers the lab's addresses: 10.77.Subnet.1 and .2, and
+	// fd77:0:0:Subnet::1 and ::2 (default 0: 10.77.0.x, fd77::x), so that
+	// labs up at once can have addresses of their own.
+	Subnet uint8
 }
 
 // Host is one end of the lab.
@@ -72,9 +76,11 @@ func New(cfg Config) (lab *Lab, err error) {
 		name = "siftr"
 	}
 	id := fmt.Sprintf("%s-%d-%d", name, os.Getpid()%100000, seq.Add(1))
+	v4 := func(h byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 77, cfg.Subnet, h}) }
+	v6 := func(h byte) netip.Addr { return netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x77, 7: cfg.Subnet, 15: h}) }
 	lab = &Lab{
-		A: Host{Iface: "veth-a", Addr4: netip.MustParseAddr("10.77.0.1"), Addr6: netip.MustParseAddr("fd77::1"), LinkLocal: netip.MustParseAddr("fe80::77:1")},
-		B: Host{Iface: "veth-b", Addr4: netip.MustParseAddr("10.77.0.2"), Addr6: netip.MustParseAddr("fd77::2"), LinkLocal: netip.MustParseAddr("fe80::77:2")},
+		A: Host{Iface: "veth-a", Addr4: v4(1), Addr6: v6(1), LinkLocal: netip.MustParseAddr("fe80::77:1")},
+		B: Host{Iface: "veth-b", Addr4: v4(2), Addr6: v6(2), LinkLocal: netip.MustParseAddr("fe80::77:2")},
 	}
 	defer func() {
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/internal/pods/podstest"
+
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 )
@@ -16,11 +18,11 @@ import (
 // kernel is real, only Kubernetes is stood in for.
 func TestIntegrationNamespaceLookup(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Config{Name: "pods"})
-	f := newFakeAPI(t)
-	f.put(pod(node, "shop", "client", lab.A.Addr4.String(), lab.A.Addr6.String()))
-	f.put(pod(node, "shop", "server", lab.B.Addr6.String(), lab.B.Addr4.String()))
+	f := podstest.NewFakeAPI(t)
+	f.Put(podstest.Pod(node, "shop", "client", lab.A.Addr4.String(), lab.A.Addr6.String()))
+	f.Put(podstest.Pod(node, "shop", "server", lab.B.Addr6.String(), lab.B.Addr4.String()))
 	// The same IP in a pod of another node: not this namespace's.
-	f.put(pod("worker-2", "shop", "elsewhere", lab.A.Addr4.String()))
+	f.Put(podstest.Pod("worker-2", "shop", "elsewhere", lab.A.Addr4.String()))
 	w := start(t, f, Config{})
 
 	for _, tc := range []struct {
@@ -45,9 +47,9 @@ func TestIntegrationNamespaceLookup(t *testing.T) {
 	}
 
 	// The pod of A ends: its namespace has no pod any more.
-	done := pod(node, "shop", "client", lab.A.Addr4.String(), lab.A.Addr6.String())
+	done := podstest.Pod(node, "shop", "client", lab.A.Addr4.String(), lab.A.Addr6.String())
 	done.Status.Phase = "Succeeded"
-	f.put(done)
+	f.Put(done)
 	a, err := Addrs(lab.A.NetNS)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/siftr-probe/siftr-probe/internal/pods/podstest"
+
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,13 +22,13 @@ const node = "worker-1"
 
 // start runs a Watcher against f until the test ends and waits for its
 // first sync.
-func start(t *testing.T, f *fakeAPI, cfg Config) *Watcher {
+func start(t *testing.T, f *podstest.FakeAPI, cfg Config) *Watcher {
 	t.Helper()
 	if cfg.NodeName == "" {
 		cfg.NodeName = node
 	}
 	if cfg.Kubeconfig == "" {
-		cfg.Kubeconfig = f.kubeconfig(f.token)
+		cfg.Kubeconfig = f.Kubeconfig(f.Token)
 	}
 	w, err := New(cfg)
 	if err != nil {
@@ -80,28 +82,28 @@ func lookupName(w *Watcher, a ...string) string {
 }
 
 func TestLookup(t *testing.T) {
-	f := newFakeAPI(t)
-	web := pod(node, "shop", "web", "10.244.1.5", "fd00:244:1::5")
+	f := podstest.NewFakeAPI(t)
+	web := podstest.Pod(node, "shop", "web", "10.244.1.5", "fd00:244:1::5")
 	web.Labels = map[string]string{"app": "web", "tier": "front"}
-	f.put(web)
-	two := pod(node, "shop", "two", "10.244.1.6")
+	f.Put(web)
+	two := podstest.Pod(node, "shop", "two", "10.244.1.6")
 	two.Spec.Containers = append(two.Spec.Containers, corev1.Container{Name: "proxy"})
-	f.put(two)
+	f.Put(two)
 	always := corev1.ContainerRestartPolicyAlways
-	sidecar := pod(node, "shop", "sidecar", "10.244.1.7")
+	sidecar := podstest.Pod(node, "shop", "sidecar", "10.244.1.7")
 	sidecar.Spec.InitContainers = []corev1.Container{{Name: "mesh", RestartPolicy: &always}, {Name: "migrate"}}
-	f.put(sidecar)
-	initOnly := pod(node, "shop", "init-only", "10.244.1.8")
+	f.Put(sidecar)
+	initOnly := podstest.Pod(node, "shop", "init-only", "10.244.1.8")
 	initOnly.Spec.InitContainers = []corev1.Container{{Name: "migrate"}}
-	f.put(initOnly)
-	hostNet := pod(node, "kube-system", "kube-proxy", "192.0.2.10")
+	f.Put(initOnly)
+	hostNet := podstest.Pod(node, "kube-system", "kube-proxy", "192.0.2.10")
 	hostNet.Spec.HostNetwork = true
-	f.put(hostNet)
-	done := pod(node, "batch", "job-1", "10.244.1.9")
+	f.Put(hostNet)
+	done := podstest.Pod(node, "batch", "job-1", "10.244.1.9")
 	done.Status.Phase = corev1.PodSucceeded
-	f.put(done)
-	f.put(pod(node, "batch", "pending")) // no IP yet
-	f.put(pod("worker-2", "shop", "elsewhere", "10.244.2.5"))
+	f.Put(done)
+	f.Put(podstest.Pod(node, "batch", "pending")) // no IP yet
+	f.Put(podstest.Pod("worker-2", "shop", "elsewhere", "10.244.2.5"))
 
 	w := start(t, f, Config{})
 	p, ok := w.Lookup(addrs("127.0.0.1", "fe80::1", "10.244.1.5"))
@@ -145,8 +147,8 @@ func TestLookup(t *testing.T) {
 		t.Errorf("Stats %+v, want 4 pods indexed (web, two, sidecar, init-only; pending has no IP) and synced", s)
 	}
 	// The node's pods only, asked of the server.
-	for _, r := range f.requestLog() {
-		if r.fieldSelector != "spec.nodeName="+node {
+	for _, r := range f.RequestLog() {
+		if r.FieldSelector != "spec.nodeName="+node {
 			t.Errorf("request %+v does not select spec.nodeName=%s", r, node)
 		}
 	}
@@ -155,8 +157,8 @@ func TestLookup(t *testing.T) {
 // TestChangesWithinASecond: additions, changes and deletions reach Lookup
 // within a second, and OnChange is called for each.
 func TestChangesWithinASecond(t *testing.T) {
-	f := newFakeAPI(t)
-	f.put(pod(node, "default", "old", "10.244.1.2"))
+	f := podstest.NewFakeAPI(t)
+	f.Put(podstest.Pod(node, "default", "old", "10.244.1.2"))
 	w := start(t, f, Config{})
 	var changes atomic.Int64
 	w.OnChange(func() { changes.Add(1) })
@@ -171,38 +173,38 @@ func TestChangesWithinASecond(t *testing.T) {
 		eventually(t, time.Second, what+": OnChange", func() bool { return changes.Load() > before })
 	}
 
-	step("added pod", func() { f.put(pod(node, "default", "new", "10.244.1.3")) },
+	step("added pod", func() { f.Put(podstest.Pod(node, "default", "new", "10.244.1.3")) },
 		func() bool { return lookupName(w, "10.244.1.3") == "default/new" })
 
-	relabeled := pod(node, "default", "new", "10.244.1.3")
+	relabeled := podstest.Pod(node, "default", "new", "10.244.1.3")
 	relabeled.Labels["version"] = "2"
-	step("changed labels", func() { f.put(relabeled) }, func() bool {
+	step("changed labels", func() { f.Put(relabeled) }, func() bool {
 		p, _ := w.Lookup(addrs("10.244.1.3"))
 		return p.Labels["version"] == "2"
 	})
 
 	moved := relabeled.DeepCopy()
-	setIPs(moved, "10.244.1.4", "fd00::4")
-	step("changed IP", func() { f.put(moved) }, func() bool {
+	podstest.SetIPs(moved, "10.244.1.4", "fd00::4")
+	step("changed IP", func() { f.Put(moved) }, func() bool {
 		return lookupName(w, "10.244.1.4") == "default/new" && lookupName(w, "fd00::4") == "default/new" && lookupName(w, "10.244.1.3") == ""
 	})
 
 	finished := moved.DeepCopy()
 	finished.Status.Phase = corev1.PodFailed
-	step("finished pod", func() { f.put(finished) }, func() bool { return lookupName(w, "10.244.1.4") == "" })
+	step("finished pod", func() { f.Put(finished) }, func() bool { return lookupName(w, "10.244.1.4") == "" })
 
-	step("deleted pod", func() { f.remove("default", "old") }, func() bool { return lookupName(w, "10.244.1.2") == "" })
+	step("deleted pod", func() { f.Remove("default", "old") }, func() bool { return lookupName(w, "10.244.1.2") == "" })
 
 	// A status change that the index does not read is no change: of a
 	// condition change and then a new pod, only the new pod calls OnChange
 	// (one index change, one call; TestIndexSetReportsChanges has the rule).
-	quiet := pod(node, "default", "quiet", "10.244.1.5")
-	step("quiet pod", func() { f.put(quiet) }, func() bool { return lookupName(w, "10.244.1.5") == "default/quiet" })
+	quiet := podstest.Pod(node, "default", "quiet", "10.244.1.5")
+	step("quiet pod", func() { f.Put(quiet) }, func() bool { return lookupName(w, "10.244.1.5") == "default/quiet" })
 	time.Sleep(50 * time.Millisecond) // no call pending
 	before := changes.Load()
 	quiet.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-	f.put(quiet)
-	f.put(pod(node, "default", "marker", "10.244.1.6"))
+	f.Put(quiet)
+	f.Put(podstest.Pod(node, "default", "marker", "10.244.1.6"))
 	eventually(t, time.Second, "marker pod", func() bool { return lookupName(w, "10.244.1.6") == "default/marker" })
 	eventually(t, time.Second, "OnChange for marker pod", func() bool { return changes.Load() > before })
 	time.Sleep(50 * time.Millisecond)
@@ -215,13 +217,13 @@ func TestChangesWithinASecond(t *testing.T) {
 // from where it was and sees what changed meanwhile. Then the change log
 // is compacted too, so the watch cannot resume: it lists again.
 func TestReconnect(t *testing.T) {
-	f := newFakeAPI(t)
-	f.put(pod(node, "default", "a", "10.244.1.2"))
+	f := podstest.NewFakeAPI(t)
+	f.Put(podstest.Pod(node, "default", "a", "10.244.1.2"))
 	w := start(t, f, Config{})
 	s0 := w.Stats()
 
-	f.closeWatches()
-	f.put(pod(node, "default", "b", "10.244.1.3"))
+	f.CloseWatches()
+	f.Put(podstest.Pod(node, "default", "b", "10.244.1.3"))
 	eventually(t, 10*time.Second, "pod added while the watch was closed", func() bool { return lookupName(w, "10.244.1.3") == "default/b" })
 	if s := w.Stats(); s.Watches <= s0.Watches {
 		t.Errorf("watches %d after a closed watch, want more than %d", s.Watches, s0.Watches)
@@ -230,8 +232,8 @@ func TestReconnect(t *testing.T) {
 	// A deletion the change log no longer has: the watch gets 410
 	// Expired, and the Watcher lists (or stream-lists) again.
 	s1 := w.Stats()
-	f.removeCompacted("default", "a")
-	f.put(pod(node, "default", "c", "10.244.1.4"))
+	f.RemoveCompacted("default", "a")
+	f.Put(podstest.Pod(node, "default", "c", "10.244.1.4"))
 	eventually(t, 15*time.Second, "state after an expired watch", func() bool {
 		return lookupName(w, "10.244.1.4") == "default/c" && lookupName(w, "10.244.1.2") == ""
 	})
@@ -247,9 +249,9 @@ func TestReconnect(t *testing.T) {
 // TestListFallback: an API server without streaming lists (it refuses
 // sendInitialEvents) is listed, then watched.
 func TestListFallback(t *testing.T) {
-	f := newFakeAPI(t)
-	f.setNoStreaming(true)
-	f.put(pod(node, "default", "a", "10.244.1.2"))
+	f := podstest.NewFakeAPI(t)
+	f.SetNoStreaming(true)
+	f.Put(podstest.Pod(node, "default", "a", "10.244.1.2"))
 	w := start(t, f, Config{})
 	if got := lookupName(w, "10.244.1.2"); got != "default/a" {
 		t.Errorf("Lookup = %q after a plain list", got)
@@ -257,24 +259,24 @@ func TestListFallback(t *testing.T) {
 	if s := w.Stats(); s.Lists == 0 {
 		t.Errorf("Stats %+v: no list", s)
 	}
-	f.put(pod(node, "default", "b", "10.244.1.3"))
+	f.Put(podstest.Pod(node, "default", "b", "10.244.1.3"))
 	eventually(t, time.Second, "added pod", func() bool { return lookupName(w, "10.244.1.3") == "default/b" })
 	var lists int
-	for _, r := range f.requestLog() {
-		if !r.watch {
+	for _, r := range f.RequestLog() {
+		if !r.Watch {
 			lists++
 		}
 	}
 	if lists == 0 {
-		t.Errorf("the server saw no list: %v", f.requestLog())
+		t.Errorf("the server saw no list: %v", f.RequestLog())
 	}
 }
 
 // TestUnauthorized: a wrong token never syncs; the error is counted and
 // kept, and Run still ends with its context.
 func TestUnauthorized(t *testing.T) {
-	f := newFakeAPI(t)
-	w, err := New(Config{NodeName: node, Kubeconfig: f.kubeconfig("wrong")})
+	f := podstest.NewFakeAPI(t)
+	w, err := New(Config{NodeName: node, Kubeconfig: f.Kubeconfig("wrong")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +336,7 @@ func TestNewErrors(t *testing.T) {
 // TestOnChangeConcurrent registers callbacks while the Watcher runs and
 // looks up from many goroutines (for the race detector).
 func TestOnChangeConcurrent(t *testing.T) {
-	f := newFakeAPI(t)
+	f := podstest.NewFakeAPI(t)
 	w := start(t, f, Config{})
 	var wg sync.WaitGroup
 	var calls atomic.Int64
@@ -345,13 +347,13 @@ func TestOnChangeConcurrent(t *testing.T) {
 				w.Lookup(addrs("10.244.1.2"))
 				w.Stats()
 				if i == 0 && j%10 == 0 {
-					f.put(pod(node, "default", "p", "10.244.1.2"))
+					f.Put(podstest.Pod(node, "default", "p", "10.244.1.2"))
 				}
 			}
 		})
 	}
 	wg.Wait()
-	f.put(pod(node, "default", "q", "10.244.1.3"))
+	f.Put(podstest.Pod(node, "default", "q", "10.244.1.3"))
 	eventually(t, time.Second, "callbacks", func() bool { return calls.Load() >= 4 })
 }
 
@@ -361,7 +363,7 @@ func TestOnChangeConcurrent(t *testing.T) {
 func TestIndexConflicts(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	mk := func(name string, created time.Time, deleting bool) *corev1.Pod {
-		p := pod(node, "default", name, "10.244.1.2")
+		p := podstest.Pod(node, "default", name, "10.244.1.2")
 		p.CreationTimestamp = metav1.NewTime(created)
 		if deleting {
 			now := metav1.NewTime(created.Add(time.Hour))
@@ -407,7 +409,7 @@ func TestIndexConflicts(t *testing.T) {
 func TestIndexSetReportsChanges(t *testing.T) {
 	var x index
 	x.init(node)
-	p := pod(node, "default", "a", "10.244.1.2")
+	p := podstest.Pod(node, "default", "a", "10.244.1.2")
 	if !x.set(p) {
 		t.Error("first set: no change")
 	}
@@ -437,7 +439,7 @@ func TestIndexSetReportsChanges(t *testing.T) {
 // is idempotent.
 func TestSlim(t *testing.T) {
 	always := corev1.ContainerRestartPolicyAlways
-	p := pod(node, "default", "a", "10.244.1.2", "fd00::2")
+	p := podstest.Pod(node, "default", "a", "10.244.1.2", "fd00::2")
 	p.UID = "u"
 	p.ResourceVersion = "7"
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
@@ -477,7 +479,7 @@ func BenchmarkLookup(b *testing.B) {
 	var x index
 	x.init(node)
 	for i := range 250 {
-		x.set(pod(node, "default", "p"+strconv.Itoa(i), "10.244."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250+1)))
+		x.set(podstest.Pod(node, "default", "p"+strconv.Itoa(i), "10.244."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250+1)))
 	}
 	a := addrs("127.0.0.1", "10.244.0.200", "fd00::200")
 	b.ReportAllocs()
@@ -495,9 +497,9 @@ func BenchmarkSyncMemory(b *testing.B) {
 	const n = 250
 	for b.Loop() {
 		b.StopTimer()
-		f := newFakeAPI(b)
+		f := podstest.NewFakeAPI(b)
 		for i := range n {
-			p := pod(node, "default", "p"+strconv.Itoa(i), "10.244.0."+strconv.Itoa(i%250+1))
+			p := podstest.Pod(node, "default", "p"+strconv.Itoa(i), "10.244.0."+strconv.Itoa(i%250+1))
 			for c := range 3 {
 				ctr := corev1.Container{Name: "c" + strconv.Itoa(c), Image: "registry.example/app:" + strconv.Itoa(c)}
 				for e := range 10 {
@@ -506,12 +508,12 @@ func BenchmarkSyncMemory(b *testing.B) {
 				p.Spec.Containers = append(p.Spec.Containers, ctr)
 			}
 			p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: "Update", FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:conditions":{}}}`)}}
-			f.put(p)
+			f.Put(p)
 		}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		w, err := New(Config{NodeName: node, Kubeconfig: f.kubeconfig(f.token)})
+		w, err := New(Config{NodeName: node, Kubeconfig: f.Kubeconfig(f.Token)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
+	"github.com/siftr-probe/siftr-probe/internal/pods"
 	"github.com/siftr-probe/siftr-probe/output"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -85,6 +87,7 @@ type fleet struct {
 	// its network is set up) or beyond MaxNetNS is looked at again at
 	// every discovery.
 	skipped map[uint64]skip
+	pods    *pods.Watcher // nil without Config.NodeName
 	warned  map[uint64]map[string]bool // messages printed, by namespace
 	beyond  uint64                     // namespaces not followed because of MaxNetNS, now
 	wg      sync.WaitGroup             // the units' goroutines
@@ -129,14 +132,49 @@ func netnsSelected(cfg *Config, ns netnsInfo, ifaces []netnsIface, o *correlate.
 	return !match(cfg.NetNSExclude)
 }
 
-// selectsByIface reports whether a selector names interfaces.
-func selectsByIface(cfg *Config) bool {
+// selectsByIfaceOrPod reports whether a selector names interfaces or pods
+// (which may change while a namespace lives).
+func selectsByIfaceOrPod(cfg *Config) bool {
 	for _, t := range append(append([]string(nil), cfg.NetNSInclude...), cfg.NetNSExclude...) {
-		if strings.HasPrefix(t, "iface=") {
+		if strings.HasPrefix(t, "iface=") || strings.HasPrefix(t, "pod=") {
 			return true
 		}
 	}
 	return false
+}
+
+// originFor is a namespace's origin: its inode and name, and its pod if
+// pods are watched and one of addrs is a pod's.
+func (f *fleet) originFor(ns netnsInfo, addrs []netip.Addr) *correlate.Origin {
+	o := &correlate.Origin{NetNS: ns.Inode, NetNSName: ns.Name}
+	if f.pods == nil {
+		return o
+	}
+	if pod, ok := f.pods.Lookup(addrs); ok {
+		o.PodNamespace, o.PodName, o.PodUID, o.Container = pod.Namespace, pod.Name, pod.UID, pod.Container
+	}
+	return o
+}
+
+// relabel looks every followed namespace's pod up again (the pods
+// changed): records from now on carry the new identity.
+func (f *fleet) relabel() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fl := range f.units {
+		o := f.originFor(fl.ns, fl.addrs)
+		if *o == *fl.origin {
+			continue
+		}
+		fl.origin = o
+		for _, u := range fl.units {
+			u.origin = o
+			u.eng.SetOrigin(o)
+		}
+		if f.cfg.StatusEvery > 0 && o.PodName != "" {
+			fmt.Fprintf(f.cfg.Stderr, "siftr-probe: %s is pod %s/%s\n", nsLabel(fl.ns), o.PodNamespace, o.PodName)
+		}
+	}
 }
 
 func globMatch(pattern, s string) bool {
@@ -158,7 +196,8 @@ type followed struct {
 	ns     netnsInfo
 	fd     *os.File
 	path   string // /proc/self/fd/N: opens the held namespace
-	origin *correlate.Origin
+	origin *correlate.Origin // replaced, never modified, when its pod changes
+	addrs  []netip.Addr      // its interfaces' addresses, for the pod lookup
 	units  []*unit
 	seen   int // discoveries since its interfaces were last listed
 }
@@ -195,7 +234,7 @@ func (f *fleet) discover(ctx context.Context) {
 	f.beyond = 0
 	f.mu.Unlock()
 	for _, ino := range gone {
-		f.stopNetNS(ino)
+		f.stopNetNS(ino, true)
 	}
 	inos := make([]uint64, 0, len(found))
 	for ino := range found {
@@ -311,9 +350,12 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 		fd.Close()
 		return
 	}
-	fl := &followed{ns: ns, fd: fd, path: fmt.Sprintf("/proc/self/fd/%d", fd.Fd()),
-		origin: &correlate.Origin{NetNS: ns.Inode, NetNSName: ns.Name}}
+	fl := &followed{ns: ns, fd: fd, path: fmt.Sprintf("/proc/self/fd/%d", fd.Fd())}
 	ifaces, err := netnsIfaces(fl.path, f.cfg.Iface)
+	for _, ifc := range ifaces {
+		fl.addrs = append(fl.addrs, ifc.Addrs...)
+	}
+	fl.origin = f.originFor(ns, fl.addrs)
 	if err != nil || len(ifaces) == 0 || !netnsSelected(f.cfg, ns, ifaces, fl.origin) {
 		s := skip{why: "no interface to capture on", name: ns.Name}
 		switch {
@@ -322,7 +364,7 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 		case len(ifaces) > 0:
 			// Final when the verdict does not depend on the interfaces.
 			s.why = "not selected by --netns-include / --netns-exclude"
-			s.final = !netnsSelected(f.cfg, ns, nil, fl.origin) && !selectsByIface(f.cfg)
+			s.final = !netnsSelected(f.cfg, ns, nil, fl.origin) && !selectsByIfaceOrPod(f.cfg)
 		}
 		fd.Close()
 		f.setSkip(ns.Inode, s)
@@ -343,6 +385,9 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 	delete(f.skipped, ns.Inode)
 	f.units[ns.Inode] = fl
 	f.mu.Unlock()
+	if f.pods != nil {
+		f.relabel() // the pods may have changed while it opened
+	}
 }
 
 // addUnits starts units on the interfaces of a followed namespace that
@@ -370,7 +415,10 @@ func (f *fleet) startUnits(ctx context.Context, fl *followed, ifaces []netnsIfac
 		if len(fl.units)+len(started) >= fleetIfacesPerNS || ctx.Err() != nil {
 			break
 		}
-		u, err := f.openUnit(fl.ns, fl.path, ifc.Name, fl.origin)
+		f.mu.Lock()
+		origin := fl.origin
+		f.mu.Unlock()
+		u, err := f.openUnit(fl.ns, fl.path, ifc.Name, origin)
 		if err != nil {
 			f.warnOnce(fl.ns, fmt.Sprintf("%s, %s: %v", nsLabel(fl.ns), ifc.Name, err))
 			continue
@@ -489,10 +537,10 @@ func (u *unit) release() {
 	u.src.Close()
 }
 
-// stopNetNS stops the units of a namespace that went away (or of every
-// namespace, at the end): their sources deliver what they observed, their
-// counts and flows are kept, and the namespace is let go.
-func (f *fleet) stopNetNS(ino uint64) {
+// stopNetNS stops the units of a namespace that went away, or of every
+// namespace at the end of the run: their sources deliver what they
+// observed, their counts and flows are kept, and the namespace is let go.
+func (f *fleet) stopNetNS(ino uint64, gone bool) {
 	f.mu.Lock()
 	fl := f.units[ino]
 	f.mu.Unlock()
@@ -516,12 +564,12 @@ func (f *fleet) stopNetNS(ino uint64) {
 		var dropped int
 		f.retired.flows, dropped = keepLast(append(f.retired.flows, u.eng.Flows()...), fleetEndedFlows)
 		f.retired.stats.Engine.FlowListDropped += uint64(dropped)
-		f.retired.netns, _ = keepLast(append(f.retired.netns, u.netnsStats(&st, true)), fleetEndedKept)
+		f.retired.netns, _ = keepLast(append(f.retired.netns, u.netnsStats(&st, gone)), fleetEndedKept)
 		u.release()
 	}
 	fl.fd.Close()
 	delete(f.units, ino)
-	if f.cfg.StatusEvery > 0 {
+	if f.cfg.StatusEvery > 0 && gone {
 		fmt.Fprintf(f.cfg.Stderr, "siftr-probe: %s went away: drained and released\n", nsLabel(fl.ns))
 	}
 }
@@ -550,6 +598,9 @@ func (u *unit) netnsStats(s *metrics.Stats, ended bool) metrics.NetNSStats {
 // run discovers namespaces every second until ctx is done, then stops
 // every unit.
 func (f *fleet) run(ctx context.Context) {
+	if f.pods != nil {
+		f.waitPods(ctx)
+	}
 	t := time.NewTicker(fleetDiscoverTick)
 	defer t.Stop()
 	f.discover(ctx)
@@ -564,13 +615,36 @@ func (f *fleet) run(ctx context.Context) {
 			}
 			f.mu.Unlock()
 			for _, ino := range inos {
-				f.stopNetNS(ino)
+				f.stopNetNS(ino, false)
 			}
 			f.wg.Wait()
 			return
 		case <-t.C:
 			f.discover(ctx)
 		}
+	}
+}
+
+// fleetPodsWait is how long the first discovery waits for the pods to be
+// known, so that the first records already carry them.
+const fleetPodsWait = 10 * time.Second
+
+// waitPods waits until the pod watcher has synced, or fleetPodsWait.
+func (f *fleet) waitPods(ctx context.Context) {
+	deadline := time.Now().Add(fleetPodsWait)
+	for !f.pods.Synced() {
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			why := ""
+			if st := f.pods.Stats(); st.LastError != "" {
+				why = ": " + st.LastError
+			}
+			fmt.Fprintf(f.cfg.Stderr, "siftr-probe: the pods of node %s are not known yet%s; namespaces are followed without them until they are\n", f.cfg.NodeName, why)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -593,6 +667,10 @@ func (f *fleet) read() metrics.Stats {
 	}
 	s.NetNSBeyondMax = f.beyond
 	s.State = tcpSourceOf(f.cfg.State).String()
+	if f.pods != nil {
+		ps := f.pods.Stats()
+		s.Pods = &metrics.PodStats{Known: ps.Pods, Synced: ps.Synced, Lists: ps.Lists, Watches: ps.Watches, Errors: ps.Errors}
+	}
 	if f.shared != nil {
 		s.Writer = f.shared.Stats()
 	}
@@ -718,10 +796,28 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 		case k != "netns" && k != "iface" && k != "pod":
 			p.Close()
 			return nil, setupErr("bad namespace selector %q: unknown key %q (want netns, iface or pod)", t, k)
+		case k == "pod" && cfg.NodeName == "":
+			p.Close()
+			return nil, setupErr("namespace selector %q needs --node-name (pods are known from the Kubernetes API server)", t)
+		case k == "pod" && !strings.Contains(v, "/"):
+			p.Close()
+			return nil, setupErr("bad namespace selector %q: want pod=NAMESPACE/NAME (globs allowed, as pod=default/web-*)", t)
 		}
 	}
 	f := &fleet{cfg: cfg, units: map[uint64]*followed{}, busy: map[uint64]bool{}, warned: map[uint64]map[string]bool{}, opening: make(chan struct{}, fleetOpeners), skipped: map[uint64]skip{},
 		header: &output.Header{SysVer: sysVer(), IPMode: 6}}
+	if cfg.NodeName != "" {
+		w, err := pods.New(pods.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig})
+		if err != nil {
+			p.Close()
+			return nil, setupErr("pod identity (--node-name %s): %v", cfg.NodeName, err)
+		}
+		f.pods = w
+		w.OnChange(f.relabel)
+	} else if cfg.Kubeconfig != "" {
+		p.Close()
+		return nil, setupErr("--kubeconfig needs --node-name (the node whose pods label the namespaces)")
+	}
 	name := cfg.Format
 	f.format = func() output.Format { fm, _ := output.FormatByName(name); return fm }
 	if cfg.LogPerNetNS != "" {
@@ -780,6 +876,9 @@ func (p *Pipeline) runFleet(ctx context.Context) (*Summary, error) {
 	}
 	if cfg.Reopen != nil {
 		wg.Go(func() { p.reopenOn(runCtx, cfg.Reopen) })
+	}
+	if f.pods != nil {
+		wg.Go(func() { f.pods.Run(runCtx) })
 	}
 	msrv := p.serveMetrics(runCtx)
 	if cfg.Started != nil {

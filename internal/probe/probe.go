@@ -88,6 +88,11 @@ type Config struct {
 	// interface gets a SIFTR log of its own (NAME-IFACE.log, with its own
 	// enable and disable lines) instead of one shared log.
 	LogPerNetNS string
+	// NodeName, if set with AllNetNS, labels each namespace with its pod:
+	// the node's pods are watched through the Kubernetes API server (with
+	// Kubeconfig, else in-cluster) and a namespace is the pod one of its
+	// addresses belongs to.
+	NodeName, Kubeconfig string
 }
 
 // SetupError is a problem found before capture started: unknown interface,

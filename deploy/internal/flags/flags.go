@@ -20,12 +20,13 @@ var Known = []string{
 	"iface", "port", "ppl", "logfile", "format", "state", "workers",
 	"block-timeout", "block-size", "ring-size", "duration", "netns",
 	"metrics-addr", "quiet", "status-interval", "version",
+	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns", "node-name", "kubeconfig",
 }
 
 // Pending are flags a deployment sets that the binary is about to get (the
 // fleet component's --all-netns). TestKnownMatchesBinary fails once the
 // binary defines one, so that it moves to Known.
-var Pending = []string{"all-netns"}
+var Pending = []string{}
 
 // EnvName is the environment variable that sets a flag, as the binary
 // derives it: SIFTR_PROBE_ + upper case, dashes as underscores.

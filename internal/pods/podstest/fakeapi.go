@@ -1,4 +1,6 @@
-package pods
+// Package podstest is a stand-in for the Kubernetes API server's pods
+// endpoint, for the tests of internal/pods and of its users.
+package podstest
 
 import (
 	"encoding/base64"
@@ -20,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// fakeAPI is a stand-in for the Kubernetes API server's pods endpoint,
+// FakeAPI is a stand-in for the Kubernetes API server's pods endpoint,
 // /api/v1/pods, over TLS with a bearer token, in JSON as the real one
 // serves it: lists (kind PodList with the list's resourceVersion), watches
 // from a resourceVersion (newline-delimited watch events; an ERROR event
@@ -29,45 +31,45 @@ import (
 // a BOOKMARK annotated k8s.io/initial-events-end), field selectors on
 // spec.nodeName, metadata.name and metadata.namespace, and 401 for a wrong
 // token.
-type fakeAPI struct {
+type FakeAPI struct {
 	t     testing.TB
 	srv   *httptest.Server
-	token string
+	Token string // the bearer token it accepts
 
 	mu        sync.Mutex
 	rv        int                    // the latest resourceVersion
 	compacted int                    // watches from before this version get 410
 	pods      map[string]*corev1.Pod // by namespace/name
-	log       []fakeEvent            // every change, in order
+	log       []event            // every change, in order
 	cond      *sync.Cond             // broadcast on every change and on closeWatches
 	epoch     int                    // bumped by closeWatches
 	noStream  bool                   // reject sendInitialEvents, as API servers before streaming lists do
-	requests  []fakeRequest
+	requests  []Request
 
 	wg sync.WaitGroup // active watch handlers
 }
 
-// fakeRequest is a list or watch the server was asked for.
-type fakeRequest struct {
-	watch           bool
-	fieldSelector   string
-	resourceVersion string
-	initialEvents   bool // sendInitialEvents=true: a streaming list
+// Request is a list or watch the server was asked for.
+type Request struct {
+	Watch           bool
+	FieldSelector   string
+	ResourceVersion string
+	InitialEvents   bool // sendInitialEvents=true: a streaming list
 }
 
-type fakeEvent struct {
+type event struct {
 	typ string
 	pod *corev1.Pod
 	rv  int
 }
 
-func newFakeAPI(t testing.TB) *fakeAPI {
+func NewFakeAPI(t testing.TB) *FakeAPI {
 	t.Helper()
-	f := &fakeAPI{t: t, token: "secret-token", rv: 100, pods: map[string]*corev1.Pod{}}
+	f := &FakeAPI{t: t, Token: "secret-token", rv: 100, pods: map[string]*corev1.Pod{}}
 	f.cond = sync.NewCond(&f.mu)
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
 	t.Cleanup(func() {
-		f.closeWatches()
+		f.CloseWatches()
 		f.srv.CloseClientConnections()
 		f.srv.Close()
 		f.wg.Wait()
@@ -76,7 +78,7 @@ func newFakeAPI(t testing.TB) *fakeAPI {
 }
 
 // kubeconfig writes a kubeconfig for the server and returns its path.
-func (f *fakeAPI) kubeconfig(token string) string {
+func (f *FakeAPI) Kubeconfig(token string) string {
 	f.t.Helper()
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
 	cfg := fmt.Sprintf(`apiVersion: v1
@@ -103,7 +105,7 @@ current-context: fake
 }
 
 // put adds or replaces a pod (ADDED or MODIFIED).
-func (f *fakeAPI) put(p *corev1.Pod) {
+func (f *FakeAPI) Put(p *corev1.Pod) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p = p.DeepCopy()
@@ -123,18 +125,18 @@ func (f *fakeAPI) put(p *corev1.Pod) {
 	f.rv++
 	p.ResourceVersion = strconv.Itoa(f.rv)
 	f.pods[key] = p
-	f.log = append(f.log, fakeEvent{typ, p, f.rv})
+	f.log = append(f.log, event{typ, p, f.rv})
 	f.cond.Broadcast()
 }
 
 // remove deletes a pod (DELETED).
-func (f *fakeAPI) remove(namespace, name string) {
+func (f *FakeAPI) Remove(namespace, name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removeLocked(namespace, name)
 }
 
-func (f *fakeAPI) removeLocked(namespace, name string) {
+func (f *FakeAPI) removeLocked(namespace, name string) {
 	key := namespace + "/" + name
 	p, ok := f.pods[key]
 	if !ok {
@@ -144,12 +146,12 @@ func (f *fakeAPI) removeLocked(namespace, name string) {
 	f.rv++
 	p = p.DeepCopy()
 	p.ResourceVersion = strconv.Itoa(f.rv)
-	f.log = append(f.log, fakeEvent{"DELETED", p, f.rv})
+	f.log = append(f.log, event{"DELETED", p, f.rv})
 	f.cond.Broadcast()
 }
 
 // closeWatches ends every open watch from the server's side.
-func (f *fakeAPI) closeWatches() {
+func (f *FakeAPI) CloseWatches() {
 	f.mu.Lock()
 	f.epoch++
 	f.cond.Broadcast()
@@ -160,7 +162,7 @@ func (f *fakeAPI) closeWatches() {
 // the deletion happened long enough ago for its event to be gone: a watch
 // that has not sent it, open or resumed, gets 410 Expired, and the client
 // must list again to learn of it.
-func (f *fakeAPI) removeCompacted(namespace, name string) {
+func (f *FakeAPI) RemoveCompacted(namespace, name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removeLocked(namespace, name)
@@ -168,19 +170,19 @@ func (f *fakeAPI) removeCompacted(namespace, name string) {
 	f.log = nil
 }
 
-func (f *fakeAPI) setNoStreaming(v bool) {
+func (f *FakeAPI) SetNoStreaming(v bool) {
 	f.mu.Lock()
 	f.noStream = v
 	f.mu.Unlock()
 }
 
-func (f *fakeAPI) requestLog() []fakeRequest {
+func (f *FakeAPI) RequestLog() []Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]fakeRequest(nil), f.requests...)
+	return append([]Request(nil), f.requests...)
 }
 
-func (f *fakeAPI) status(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
+func (f *FakeAPI) status(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
 	st := metav1.Status{
 		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
 		Status:   metav1.StatusFailure, Message: msg, Reason: reason, Code: int32(code),
@@ -190,8 +192,8 @@ func (f *fakeAPI) status(w http.ResponseWriter, code int, reason metav1.StatusRe
 	json.NewEncoder(w).Encode(st)
 }
 
-func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+f.token {
+func (f *FakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+f.Token {
 		f.status(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized")
 		return
 	}
@@ -219,7 +221,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	f.requests = append(f.requests, fakeRequest{fieldSelector: q.Get("fieldSelector"), resourceVersion: q.Get("resourceVersion")})
+	f.requests = append(f.requests, Request{FieldSelector: q.Get("fieldSelector"), ResourceVersion: q.Get("resourceVersion")})
 	list := corev1.PodList{
 		TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
 		ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)},
@@ -239,14 +241,14 @@ func matches(sel fields.Selector, p *corev1.Pod) bool {
 	return sel.Matches(fields.Set{"spec.nodeName": p.Spec.NodeName, "metadata.name": p.Name, "metadata.namespace": p.Namespace})
 }
 
-func (f *fakeAPI) watch(w http.ResponseWriter, r *http.Request, sel fields.Selector) {
+func (f *FakeAPI) watch(w http.ResponseWriter, r *http.Request, sel fields.Selector) {
 	f.wg.Add(1)
 	defer f.wg.Done()
 	q := r.URL.Query()
 	initial := q.Get("sendInitialEvents") == "true"
 
 	f.mu.Lock()
-	f.requests = append(f.requests, fakeRequest{watch: true, fieldSelector: q.Get("fieldSelector"), resourceVersion: q.Get("resourceVersion"), initialEvents: initial})
+	f.requests = append(f.requests, Request{Watch: true, FieldSelector: q.Get("fieldSelector"), ResourceVersion: q.Get("resourceVersion"), InitialEvents: initial})
 	if initial && f.noStream {
 		f.mu.Unlock()
 		// What an API server without the WatchList feature answers.
@@ -348,8 +350,8 @@ func (f *fakeAPI) watch(w http.ResponseWriter, r *http.Request, sel fields.Selec
 	}
 }
 
-// pod is a pod on node with one container and the given IPs.
-func pod(node, namespace, name string, ips ...string) *corev1.Pod {
+// Pod is a pod on node with one container and the given IPs.
+func Pod(node, namespace, name string, ips ...string) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
@@ -358,11 +360,12 @@ func pod(node, namespace, name string, ips ...string) *corev1.Pod {
 		},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
-	setIPs(p, ips...)
+	SetIPs(p, ips...)
 	return p
 }
 
-func setIPs(p *corev1.Pod, ips ...string) {
+// SetIPs sets a pod's status IPs.
+func SetIPs(p *corev1.Pod, ips ...string) {
 	p.Status.PodIP, p.Status.PodIPs = "", nil
 	for i, ip := range ips {
 		if i == 0 {
