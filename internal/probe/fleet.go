@@ -87,7 +87,7 @@ type fleet struct {
 	// its network is set up) or beyond MaxNetNS is looked at again at
 	// every discovery.
 	skipped map[uint64]skip
-	pods    *pods.Watcher // nil without Config.NodeName
+	pods    *pods.Watcher              // nil without Config.NodeName
 	warned  map[uint64]map[string]bool // messages printed, by namespace
 	beyond  uint64                     // namespaces not followed because of MaxNetNS, now
 	wg      sync.WaitGroup             // the units' goroutines
@@ -195,7 +195,7 @@ type skip struct {
 type followed struct {
 	ns     netnsInfo
 	fd     *os.File
-	path   string // /proc/self/fd/N: opens the held namespace
+	path   string            // /proc/self/fd/N: opens the held namespace
 	origin *correlate.Origin // replaced, never modified, when its pod changes
 	addrs  []netip.Addr      // its interfaces' addresses, for the pod lookup
 	units  []*unit

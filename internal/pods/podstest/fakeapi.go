@@ -40,7 +40,7 @@ type FakeAPI struct {
 	rv        int                    // the latest resourceVersion
 	compacted int                    // watches from before this version get 410
 	pods      map[string]*corev1.Pod // by namespace/name
-	log       []event            // every change, in order
+	log       []event                // every change, in order
 	cond      *sync.Cond             // broadcast on every change and on closeWatches
 	epoch     int                    // bumped by closeWatches
 	noStream  bool                   // reject sendInitialEvents, as API servers before streaming lists do
