@@ -354,6 +354,9 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.cfg.Workers < 0 {
 		return nil, fs, fmt.Errorf("bad --workers %d: must be 0 (all online CPUs) or more", o.cfg.Workers)
 	}
+	if given(fs, "max-netns") && (o.cfg.MaxNetNS < 1 || o.cfg.MaxNetNS > 65536) {
+		return nil, fs, fmt.Errorf("bad --max-netns %d: must be 1 to 65536", o.cfg.MaxNetNS)
+	}
 	if o.cfg.Workers > capture.MaxWorkers {
 		return nil, fs, fmt.Errorf("bad --workers %d: at most %d (a fanout group's limit)", o.cfg.Workers, capture.MaxWorkers)
 	}

@@ -95,6 +95,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--iface", "lo", "--ring-size", "lots"}, `bad --ring-size "lots": not a size (e.g. 131072, 128k, 8M)`},
 		{[]string{"--iface", "lo", "--quiet=maybe"}, `bad --quiet "maybe": not true or false`},
 		{[]string{"--iface", "lo", "stray"}, `unexpected argument "stray" (flags start with --)`},
+		{[]string{"--iface", "lo", "--netns-include", "netns=x"}, "--netns-include needs --all-netns"},
+		{[]string{"--iface", "lo", "--node-name", "n1"}, "--node-name needs --all-netns"},
+		{[]string{"--all-netns", "--netns", "/run/netns/x"}, "--all-netns and --netns exclude each other"},
+		{[]string{"--all-netns", "--max-netns", "0"}, "bad --max-netns 0: must be 1 to 65536"},
 		{[]string{"--bogus"}, "unknown flag --bogus"},
 		{[]string{"--iface"}, "--iface needs a value"},
 	} {

@@ -5,6 +5,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -273,5 +274,56 @@ func testAllNetNS(t *testing.T, state string) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestIntegrationLogPerNetNS gives each followed namespace's interface a
+// SIFTR log of its own, each whole (enable line, data, disable line) with
+// the identity of its own counts.
+func TestIntegrationLogPerNetNS(t *testing.T) {
+	labtest.RequireRoot(t)
+	prefix := fmt.Sprintf("fn%d", os.Getpid()%10000)
+	dir := t.TempDir()
+	started := make(chan struct{})
+	p, err := New(Config{
+		AllNetNS: true, NetNSInclude: []string{"netns=" + prefix + "*"}, Port: 5201,
+		LogPerNetNS: dir, Stderr: io.Discard, Started: func() { close(started) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	<-started
+	l := startFleetLab(t, prefix)
+	waitFollowed(t, p, l)
+	l.send(t)
+	time.Sleep(time.Second)
+	l.close()
+	cancel()
+	<-done
+	for _, h := range []*netlab.Host{&l.lab.A, &l.lab.B} {
+		path := filepath.Join(dir, filepath.Base(h.NetNS)+"-"+h.Iface+".log")
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lg, err := siftrlog.Parse(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if got, want := uint64(len(lg.Lines)), lg.Uint("total_tcp_pkts")-lg.Uint("total_skipped_tcp_pkts"); got < 50 || got != want {
+			t.Errorf("%s: %d lines, total packets - skipped = %d (want 50 or more)", path, got, want)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("%d logs in %s, want 2", len(ents), dir)
 	}
 }
