@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,6 +106,7 @@ type options struct {
 	useIperf          bool
 	haveTcpdump       bool
 	fidelity          bool
+	fleet             int // -fleet N: only the fleet measurement, N labs
 	cmdline           string
 }
 
@@ -119,7 +121,11 @@ func main() {
 	discard := flag.String("discard-server", "", "internal: run a discard server on this address (used for the 10k scenario)")
 	flag.StringVar(&o.profiles, "profiles", "", "if set, write a CPU profile of each probe variant's first run into this directory")
 	flag.BoolVar(&o.fidelity, "fidelity", true, "measure both state sources against the kernel's tcp:tcp_probe tracepoint")
+	flag.IntVar(&o.fleet, "fleet", 0, "if set, only the fleet measurement: N labs (2N namespaces) followed by one --all-netns probe; results to -out (default bench/FLEET.md)")
 	flag.Parse()
+	if o.fleet > 0 && !isFlagSet("out") {
+		o.out = "bench/FLEET.md"
+	}
 	if *discard != "" {
 		if err := discardServer(*discard); err != nil {
 			fmt.Fprintf(os.Stderr, "bench -discard-server: %v\n", err)
@@ -158,6 +164,21 @@ func main() {
 	}
 }
 
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -192,6 +213,23 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("build the probe: %w", err)
 	}
 
+	if o.fleet > 0 {
+		rs, err := runFleet(ctx, o, bin, tmp, o.fleet)
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return errors.New("interrupted; results not written")
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "# siftr-probe fleet measurement\n\nWritten by `%s` on %s, kernel %s, %d CPUs.\n", o.cmdline, time.Now().UTC().Format("2006-01-02"), kernelRelease(), runtime.NumCPU())
+		writeFleet(&b, o, o.fleet, rs)
+		if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s", o.out)
+		return nil
+	}
 	env := collectEnv(o)
 	var results []*scenarioResult
 	begin := time.Now()
