@@ -49,8 +49,8 @@ type fleetResult struct {
 
 // runFleet builds n labs and measures the probe on them in both states.
 func runFleet(ctx context.Context, o *options, bin, tmp string, n int) ([]fleetResult, error) {
-	if n < 1 || n > 255 {
-		return nil, fmt.Errorf("-fleet %d: 1 to 255 labs", n)
+	if n < 1 || n > 200 {
+		return nil, fmt.Errorf("-fleet %d: 1 to 200 labs (subnets 201 and up are the tests')", n)
 	}
 	logf("fleet: building %d labs (%d namespaces)", n, 2*n)
 	var labs []*netlab.Lab
@@ -129,7 +129,7 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 	os.Remove(logPath)
 	os.Remove(statsPath)
 	cmd := command(bin, "--all-netns", "--netns-include", "netns="+fleetPrefix+"-*", "--port", strconv.Itoa(port),
-		"--state", state, "--logfile", logPath, "--stats-file", statsPath, "--metrics-addr", fleetMetricsAddr, "--quiet")
+		"--state", state, "--logfile", logPath, "--stats-file", statsPath, "--metrics-addr", fleetMetricsAddr, "--status-interval", "10s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start0 := time.Now()
@@ -140,16 +140,22 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 	hwm := watchHWM(cmd.Process.Pid)
 	// Followed: the metric reaches 2N.
 	for {
-		if f, ok := scrapeGauge("http://"+fleetMetricsAddr+"/metrics", "siftr_netns_followed"); ok && int(f) >= r.NetNS {
+		f, ok := scrapeGauge("http://"+fleetMetricsAddr+"/metrics", "siftr_netns_followed")
+		if ok && int(f) >= r.NetNS {
 			r.FollowSeconds = time.Since(start0).Seconds()
 			break
 		}
 		if time.Since(start0) > fleetFollowWait || ctx.Err() != nil {
-			r.Err = fmt.Sprintf("not every namespace followed within %s", fleetFollowWait)
+			r.Err = fmt.Sprintf("%.0f of %d namespaces followed after %s", f, r.NetNS, fleetFollowWait)
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	defer func() {
+		if r.Err != "" || r.Silent > 0 {
+			logf("fleet %s: the probe's stderr:\n%s", state, lastLines(stderr.String(), 30))
+		}
+	}()
 	traffic0 := time.Now()
 	select {
 	case <-time.After(time.Duration(o.seconds * float64(time.Second))):
@@ -205,6 +211,12 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 		r.MinRecords = 0
 	}
 	return r
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
 }
 
 // scrapeGauge reads one unlabelled sample from a Prometheus text page.

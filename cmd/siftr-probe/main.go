@@ -172,7 +172,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&c.Duration, "duration", 0, "stop after `D` (e.g. 30s, 5m); 0 = run until Ctrl-C or SIGTERM")
 	fs.StringVar(&c.NetNS, "netns", "", "capture and look up sockets in the network namespace at `PATH` (/var/run/netns/NAME, /proc/PID/ns/net)")
 	fs.BoolVar(&c.AllNetNS, "all-netns", false, "follow every network namespace of the host (pods, containers, ip netns), found within a second, each on its interfaces: --iface is then a pattern (eth*), by default every interface with a global address")
-	fs.Var(listFlag{&c.NetNSInclude}, "netns-include", "with --all-netns, follow only namespaces matching one of `TERMS` (comma-separated netns=GLOB for a name or inode, iface=GLOB, pod=NAMESPACE/NAME)")
+	fs.Var(listFlag{&c.NetNSInclude}, "netns-include", "with --all-netns, follow only namespaces matching one of `TERMS` (comma-separated netns=GLOB for a name or inode, iface=GLOB, and with --node-name pod=NAMESPACE/NAME or label=KEY=VALUE, globs)")
 	fs.Var(listFlag{&c.NetNSExclude}, "netns-exclude", "with --all-netns, leave out namespaces matching one of `TERMS` (as --netns-include)")
 	fs.Var(intFlag{&c.MaxNetNS}, "max-netns", "with --all-netns, follow at most `N` namespaces; more are counted and named in a warning (default 256)")
 	fs.StringVar(&c.NodeName, "node-name", "", "with --all-netns, label each namespace with its pod: the pods of Kubernetes node `NAME` are watched through the API server (in a pod: from the downward API's spec.nodeName)")

@@ -101,9 +101,9 @@ type fleet struct {
 
 // netnsSelected reports whether a namespace passes --netns-include and
 // --netns-exclude. A term is KEY=GLOB with KEY netns (its name, or its
-// inode), iface (one of its interfaces), pod (NAMESPACE/NAME) or label
-// (KEY=VALUE of its pod).
-func netnsSelected(cfg *Config, ns netnsInfo, ifaces []netnsIface, o *correlate.Origin) bool {
+// inode), iface (one of its interfaces), pod (NAMESPACE/NAME of its pod)
+// or label (KEY=VALUE, one of its pod's labels; VALUE a glob).
+func netnsSelected(cfg *Config, ns netnsInfo, ifaces []netnsIface, o *correlate.Origin, labels map[string]string) bool {
 	match := func(terms []string) bool {
 		for _, t := range terms {
 			k, v, _ := strings.Cut(t, "=")
@@ -122,6 +122,11 @@ func netnsSelected(cfg *Config, ns netnsInfo, ifaces []netnsIface, o *correlate.
 				if o != nil && o.PodName != "" && globMatch(v, o.PodNamespace+"/"+o.PodName) {
 					return true
 				}
+			case "label":
+				lk, lv, _ := strings.Cut(v, "=")
+				if l, ok := labels[lk]; ok && globMatch(lv, l) {
+					return true
+				}
 			}
 		}
 		return false
@@ -136,7 +141,7 @@ func netnsSelected(cfg *Config, ns netnsInfo, ifaces []netnsIface, o *correlate.
 // (which may change while a namespace lives).
 func selectsByIfaceOrPod(cfg *Config) bool {
 	for _, t := range append(append([]string(nil), cfg.NetNSInclude...), cfg.NetNSExclude...) {
-		if strings.HasPrefix(t, "iface=") || strings.HasPrefix(t, "pod=") {
+		if strings.HasPrefix(t, "iface=") || strings.HasPrefix(t, "pod=") || strings.HasPrefix(t, "label=") {
 			return true
 		}
 	}
@@ -144,16 +149,18 @@ func selectsByIfaceOrPod(cfg *Config) bool {
 }
 
 // originFor is a namespace's origin: its inode and name, and its pod if
-// pods are watched and one of addrs is a pod's.
-func (f *fleet) originFor(ns netnsInfo, addrs []netip.Addr) *correlate.Origin {
+// pods are watched and one of addrs is a pod's; and that pod's labels
+// (shared: read only).
+func (f *fleet) originFor(ns netnsInfo, addrs []netip.Addr) (*correlate.Origin, map[string]string) {
 	o := &correlate.Origin{NetNS: ns.Inode, NetNSName: ns.Name}
 	if f.pods == nil {
-		return o
+		return o, nil
 	}
-	if pod, ok := f.pods.Lookup(addrs); ok {
+	pod, ok := f.pods.Lookup(addrs)
+	if ok {
 		o.PodNamespace, o.PodName, o.PodUID, o.Container = pod.Namespace, pod.Name, pod.UID, pod.Container
 	}
-	return o
+	return o, pod.Labels
 }
 
 // relabel looks every followed namespace's pod up again (the pods
@@ -162,7 +169,7 @@ func (f *fleet) relabel() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, fl := range f.units {
-		o := f.originFor(fl.ns, fl.addrs)
+		o, _ := f.originFor(fl.ns, fl.addrs)
 		if *o == *fl.origin {
 			continue
 		}
@@ -355,8 +362,9 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 	for _, ifc := range ifaces {
 		fl.addrs = append(fl.addrs, ifc.Addrs...)
 	}
-	fl.origin = f.originFor(ns, fl.addrs)
-	if err != nil || len(ifaces) == 0 || !netnsSelected(f.cfg, ns, ifaces, fl.origin) {
+	var labels map[string]string
+	fl.origin, labels = f.originFor(ns, fl.addrs)
+	if err != nil || len(ifaces) == 0 || !netnsSelected(f.cfg, ns, ifaces, fl.origin, labels) {
 		s := skip{why: "no interface to capture on", name: ns.Name}
 		switch {
 		case err != nil:
@@ -364,7 +372,7 @@ func (f *fleet) startNetNS(ctx context.Context, ns netnsInfo) {
 		case len(ifaces) > 0:
 			// Final when the verdict does not depend on the interfaces.
 			s.why = "not selected by --netns-include / --netns-exclude"
-			s.final = !netnsSelected(f.cfg, ns, nil, fl.origin) && !selectsByIfaceOrPod(f.cfg)
+			s.final = !netnsSelected(f.cfg, ns, nil, fl.origin, nil) && !selectsByIfaceOrPod(f.cfg)
 		}
 		fd.Close()
 		f.setSkip(ns.Inode, s)
@@ -792,16 +800,19 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 		switch {
 		case !ok || v == "":
 			p.Close()
-			return nil, setupErr("bad namespace selector %q: want netns=GLOB, iface=GLOB or pod=NAMESPACE/NAME", t)
-		case k != "netns" && k != "iface" && k != "pod":
+			return nil, setupErr("bad namespace selector %q: want netns=GLOB, iface=GLOB, pod=NAMESPACE/NAME or label=KEY=VALUE", t)
+		case k != "netns" && k != "iface" && k != "pod" && k != "label":
 			p.Close()
-			return nil, setupErr("bad namespace selector %q: unknown key %q (want netns, iface or pod)", t, k)
-		case k == "pod" && cfg.NodeName == "":
+			return nil, setupErr("bad namespace selector %q: unknown key %q (want netns, iface, pod or label)", t, k)
+		case (k == "pod" || k == "label") && cfg.NodeName == "":
 			p.Close()
 			return nil, setupErr("namespace selector %q needs --node-name (pods are known from the Kubernetes API server)", t)
 		case k == "pod" && !strings.Contains(v, "/"):
 			p.Close()
 			return nil, setupErr("bad namespace selector %q: want pod=NAMESPACE/NAME (globs allowed, as pod=default/web-*)", t)
+		case k == "label" && !strings.Contains(v, "="):
+			p.Close()
+			return nil, setupErr("bad namespace selector %q: want label=KEY=VALUE (the value a glob, as label=app=web*)", t)
 		}
 	}
 	f := &fleet{cfg: cfg, units: map[uint64]*followed{}, busy: map[uint64]bool{}, warned: map[uint64]map[string]bool{}, opening: make(chan struct{}, fleetOpeners), skipped: map[uint64]skip{},

@@ -31,7 +31,7 @@ func TestIntegrationAllNetNSPods(t *testing.T) {
 	prefix := fmt.Sprintf("fp%d", os.Getpid()%10000)
 	var labs []*netlab.Lab
 	for i := range 2 {
-		lab, err := netlab.New(netlab.Config{Name: fmt.Sprintf("%s%d", prefix, i+1), Subnet: uint8(i + 1)})
+		lab, err := netlab.New(netlab.Config{Name: fmt.Sprintf("%s%d", prefix, i+1), Subnet: uint8(201 + i)}) // addresses no other lab here has (pods are found by address)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,6 +173,12 @@ func TestIntegrationAllNetNSPods(t *testing.T) {
 			if len(names) != len(want) {
 				t.Errorf("lab %d: labels %v, want %v", i+1, names, want)
 			}
+		}
+	})
+	t.Run("select by label", func(t *testing.T) {
+		byNS := run(t, []string{"label=app=web-1*"}, 1, nil) // web-1b by now
+		if len(byNS) != 1 || len(byNS[filepath.Base(labs[0].B.NetNS)]) == 0 {
+			t.Errorf("records from %d namespaces, want only %s", len(byNS), filepath.Base(labs[0].B.NetNS))
 		}
 	})
 	t.Run("select", func(t *testing.T) {

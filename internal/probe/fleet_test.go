@@ -15,7 +15,9 @@ func TestFleetSetupErrors(t *testing.T) {
 	}{
 		{Config{NetNS: "/run/netns/x"}, "--all-netns and --netns exclude each other"},
 		{Config{NetNSInclude: []string{"netns"}}, `bad namespace selector "netns": want netns=GLOB`},
-		{Config{NetNSExclude: []string{"label=app=web"}}, `unknown key "label"`},
+		{Config{NetNSExclude: []string{"owner=me"}}, `unknown key "owner"`},
+		{Config{NetNSExclude: []string{"label=app=web"}}, "needs --node-name"},
+		{Config{NetNSExclude: []string{"label=app"}, NodeName: "n1"}, "want label=KEY=VALUE"},
 		{Config{NetNSInclude: []string{"pod=shop/web"}}, "needs --node-name"},
 		{Config{NetNSInclude: []string{"pod=web"}, NodeName: "n1", Kubeconfig: "/nonexistent"}, "want pod=NAMESPACE/NAME"},
 		{Config{Kubeconfig: "/etc/kubeconfig"}, "--kubeconfig needs --node-name"},
