@@ -20,22 +20,26 @@ import (
 	"github.com/siftr-probe/siftr-probe/internal/traffic"
 )
 
-// The fleet measurement (-fleet N): N labs up at once, each with one
-// connection sending at a steady low rate, followed by one probe with
-// --all-netns (2N namespaces), in each state source. It measures what a
-// node with many pods costs: the time until every namespace is followed,
-// the peak RSS, the CPU, and that every namespace's traffic is logged.
+// The fleet measurement (-fleet N): N labs up at once (2N namespaces),
+// every one but the first with one connection sending a little at a
+// steady rate (an idle-ish pod), the first (offloads off) with one flow
+// sending as fast as it can during the measurement (the pps scenario: a
+// busy pod). One probe with --all-netns follows them all, beside one with
+// --netns on the busy lab alone, in each state source. It measures what a
+// node with many pods costs (the time until every namespace is followed,
+// peak RSS, CPU) and what following the others costs the busy one.
 
 const (
 	fleetMetricsAddr = "127.0.0.1:19722"
-	fleetChunk       = 16 << 10              // bytes each client writes per tick
-	fleetTick        = 20 * time.Millisecond // so ~6.5 Mbit/s per lab
-	fleetFollowWait  = 120 * time.Second     // the longest the probe may take to follow all
+	fleetChunk       = 1 << 10                // bytes each idle-ish client writes per tick
+	fleetTick        = 100 * time.Millisecond // so ~82 kbit/s per lab
+	fleetFollowWait  = 120 * time.Second      // the longest the probe may take to follow all
 	fleetPrefix      = "sfleet"
 )
 
 type fleetResult struct {
 	State         string
+	Mode          string // "--all-netns" or "--netns" (the busy lab alone)
 	NetNS         int
 	FollowSeconds float64 // probe start until siftr_netns_followed = 2N
 	RSS           uint64
@@ -44,7 +48,10 @@ type fleetResult struct {
 	Records       uint64
 	MinRecords    uint64 // the least any namespace logged
 	Silent        int    // namespaces with traffic and no records
-	Err           string
+	// The busy lab's sender (namespace A): its packets, the share logged.
+	BusyPackets uint64
+	BusyLogged  float64
+	Err         string
 }
 
 // runFleet builds n labs and measures the probe on them in both states.
@@ -66,7 +73,7 @@ func runFleet(ctx context.Context, o *options, bin, tmp string, n int) ([]fleetR
 		}
 	}()
 	for i := range n {
-		lab, err := netlab.New(netlab.Config{Name: fleetPrefix, Subnet: uint8(i + 1)})
+		lab, err := netlab.New(netlab.Config{Name: fleetPrefix, Subnet: uint8(i + 1), NoOffloads: i == 0})
 		if err != nil {
 			return nil, err
 		}
@@ -81,21 +88,35 @@ func runFleet(ctx context.Context, o *options, bin, tmp string, n int) ([]fleetR
 	tctx, stopTraffic := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stopTraffic(); wg.Wait() }()
-	for _, lab := range labs {
+	for _, lab := range labs[1:] {
 		wg.Go(func() { fleetClient(tctx, lab) })
 	}
 	var res []fleetResult
 	for _, state := range []string{"diag", "exact"} {
-		var rs []fleetResult
-		for range o.runs {
-			r := measureFleet(ctx, o, bin, tmp, state, labs)
-			logf("fleet %s: followed %d namespaces in %.1fs, RSS %.0f MiB, CPU %.3f s/s, records %d (least %d), silent %d %s",
-				state, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), r.CPU, r.Records, r.MinRecords, r.Silent, r.Err)
-			rs = append(rs, r)
+		for _, mode := range []string{"--all-netns", "--netns"} {
+			var rs []fleetResult
+			for range o.runs {
+				r := measureFleet(ctx, o, bin, tmp, state, mode, labs)
+				logf("fleet %s %s: followed %d namespaces in %.1fs, RSS %.0f MiB, CPU %.3f s/s, records %d (least %d), silent %d, busy lab %d packets %.1f%% logged %s",
+					state, mode, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), r.CPU, r.Records, r.MinRecords, r.Silent, r.BusyPackets, 100*r.BusyLogged, r.Err)
+				rs = append(rs, r)
+			}
+			res = append(res, medianFleet(rs))
 		}
-		res = append(res, medianFleet(rs))
 	}
 	return res, nil
+}
+
+// busySend sends as fast as it can from the busy lab's A to its B until
+// ctx ends.
+func busySend(ctx context.Context, lab *netlab.Lab) {
+	var c net.Conn
+	addr := net.JoinHostPort(lab.B.Addr4.String(), strconv.Itoa(port))
+	if err := lab.A.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
+		logf("fleet: busy lab: %v", err)
+		return
+	}
+	traffic.Send(ctx, c, 0)
 }
 
 // fleetClient keeps one connection of the lab sending fleetChunk every
@@ -123,13 +144,23 @@ func fleetClient(ctx context.Context, lab *netlab.Lab) {
 	}
 }
 
-func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs []*netlab.Lab) fleetResult {
-	r := fleetResult{State: state, NetNS: 2 * len(labs)}
+func measureFleet(ctx context.Context, o *options, bin, tmp, state, mode string, labs []*netlab.Lab) fleetResult {
+	r := fleetResult{State: state, Mode: mode, NetNS: 2 * len(labs)}
+	busy := labs[0]
 	logPath, statsPath := filepath.Join(tmp, "fleet.log"), filepath.Join(tmp, "fleet-stats.json")
 	os.Remove(logPath)
 	os.Remove(statsPath)
-	cmd := command(bin, "--all-netns", "--netns-include", "netns="+fleetPrefix+"-*", "--port", strconv.Itoa(port),
-		"--state", state, "--logfile", logPath, "--stats-file", statsPath, "--metrics-addr", fleetMetricsAddr, "--status-interval", "10s")
+	args := []string{"--all-netns", "--netns-include", "netns=" + fleetPrefix + "-*"}
+	if mode == "--netns" {
+		args, r.NetNS = []string{"--netns", busy.A.NetNS, "--iface", busy.A.Iface}, 1
+	}
+	cmd := command(bin, append(args, "--port", strconv.Itoa(port),
+		"--state", state, "--logfile", logPath, "--stats-file", statsPath, "--metrics-addr", fleetMetricsAddr, "--status-interval", "10s")...)
+	if o.profiles != "" {
+		os.MkdirAll(o.profiles, 0o755)
+		prof, _ := filepath.Abs(filepath.Join(o.profiles, "fleet_"+state+strings.TrimLeft(mode, "-")+".pprof"))
+		cmd.Args = append(cmd.Args, "--cpuprofile", prof)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start0 := time.Now()
@@ -138,9 +169,13 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 		return r
 	}
 	hwm := watchHWM(cmd.Process.Pid)
-	// Followed: the metric reaches 2N.
+	// Followed: the metric reaches 2N (one namespace: the probe answers).
 	for {
 		f, ok := scrapeGauge("http://"+fleetMetricsAddr+"/metrics", "siftr_netns_followed")
+		if mode == "--netns" {
+			f, ok = scrapeGauge("http://"+fleetMetricsAddr+"/metrics", "siftr_records_total")
+			f = min(f+1, 1)
+		}
 		if ok && int(f) >= r.NetNS {
 			r.FollowSeconds = time.Since(start0).Seconds()
 			break
@@ -157,11 +192,12 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 		}
 	}()
 	traffic0 := time.Now()
-	select {
-	case <-time.After(time.Duration(o.seconds * float64(time.Second))):
-	case <-ctx.Done():
-	}
+	bctx, stopBusy := context.WithTimeout(ctx, time.Duration(o.seconds*float64(time.Second)))
+	busySend(bctx, busy)
+	<-bctx.Done()
+	stopBusy()
 	secs := time.Since(traffic0).Seconds()
+	time.Sleep(200 * time.Millisecond) // the last ACKs
 	err := stopCmd(cmd, 120*time.Second)
 	r.RSS = hwm.end()
 	if err != nil {
@@ -176,18 +212,24 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 		r.Err = err.Error()
 		return r
 	}
+	type counts struct {
+		Packets    [2]uint64
+		SampledOut [2]uint64
+		SkipMalloc [2]uint64
+		SkipTCPCB  [2]uint64
+		SkipInPCB  [2]uint64
+	}
+	loggedOf := func(c counts) uint64 {
+		return c.Packets[0] + c.Packets[1] - c.SampledOut[0] - c.SampledOut[1] - c.SkipMalloc[0] - c.SkipMalloc[1] -
+			c.SkipTCPCB[0] - c.SkipTCPCB[1] - c.SkipInPCB[0] - c.SkipInPCB[1]
+	}
 	var rep struct {
 		Writer struct{ Records uint64 }
 		Exact  struct{ RunNanos uint64 }
+		Counts counts
 		NetNS  []struct {
 			Name   string `json:"name"`
-			Counts struct {
-				Packets    [2]uint64
-				SampledOut [2]uint64
-				SkipMalloc [2]uint64
-				SkipTCPCB  [2]uint64
-				SkipInPCB  [2]uint64
-			} `json:"counts"`
+			Counts counts `json:"counts"`
 		} `json:"netns"`
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
@@ -196,27 +238,31 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state string, labs 
 	}
 	r.Records = rep.Writer.Records
 	r.BPF = float64(rep.Exact.RunNanos) / 1e9 / secs
-	r.MinRecords = ^uint64(0)
+	busyCounts := rep.Counts
+	if mode == "--netns" {
+		r.MinRecords = loggedOf(rep.Counts)
+	} else {
+		r.MinRecords = ^uint64(0)
+	}
 	for _, n := range rep.NetNS {
-		c := n.Counts
-		logged := c.Packets[0] + c.Packets[1] - c.SampledOut[0] - c.SampledOut[1] - c.SkipMalloc[0] - c.SkipMalloc[1] -
-			c.SkipTCPCB[0] - c.SkipTCPCB[1] - c.SkipInPCB[0] - c.SkipInPCB[1]
+		logged := loggedOf(n.Counts)
 		r.MinRecords = min(r.MinRecords, logged)
 		if logged == 0 {
 			r.Silent++
 		}
+		if n.Name == filepath.Base(busy.A.NetNS) {
+			busyCounts = n.Counts
+		}
 	}
-	if len(rep.NetNS) < r.NetNS {
+	r.BusyPackets = busyCounts.Packets[0] + busyCounts.Packets[1]
+	if r.BusyPackets > 0 {
+		r.BusyLogged = float64(loggedOf(busyCounts)) / float64(r.BusyPackets)
+	}
+	if mode == "--all-netns" && len(rep.NetNS) < r.NetNS {
 		r.Silent += r.NetNS - len(rep.NetNS)
 		r.MinRecords = 0
 	}
 	return r
-}
-
-// lastLines is the last n lines of s.
-func lastLines(s string, n int) string {
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(ls[max(0, len(ls)-n):], "\n")
 }
 
 // scrapeGauge reads one unlabelled sample from a Prometheus text page.
@@ -264,6 +310,8 @@ func medianFleet(rs []fleetResult) fleetResult {
 	m.BPF = med(func(r fleetResult) float64 { return r.BPF })
 	m.Records = uint64(med(func(r fleetResult) float64 { return float64(r.Records) }))
 	m.MinRecords = uint64(med(func(r fleetResult) float64 { return float64(r.MinRecords) }))
+	m.BusyPackets = uint64(med(func(r fleetResult) float64 { return float64(r.BusyPackets) }))
+	m.BusyLogged = med(func(r fleetResult) float64 { return r.BusyLogged })
 	for _, r := range ok {
 		m.Silent = max(m.Silent, r.Silent)
 	}
@@ -273,20 +321,21 @@ func medianFleet(rs []fleetResult) fleetResult {
 // writeFleet is the markdown table of the fleet measurement.
 func writeFleet(w io.Writer, o *options, n int, rs []fleetResult) {
 	fmt.Fprintf(w, "\n## Fleet: %d namespaces (%d labs) followed by one probe\n\n", 2*n, n)
-	fmt.Fprintf(w, "`%s`: every lab has one connection writing %d KiB every %s (about %.1f Mbit/s); "+
-		"one `siftr-probe --all-netns` follows all of them for %.0f s of traffic; medians of %d runs. "+
-		"CPU is the probe's over its whole run (start-up included) per second of traffic; "+
-		"eBPF is the exact programs' in-kernel time over the run per second of traffic (kernel.bpf_stats_enabled).\n\n",
-		o.cmdline, fleetChunk>>10, fleetTick, float64(fleetChunk*8)/fleetTick.Seconds()/1e6, o.seconds, o.runs)
-	fmt.Fprintln(w, "| state | namespaces | all followed after | peak RSS | RSS per namespace | CPU s/s | eBPF s/s | records | least per namespace | namespaces without records |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintf(w, "`%s`: %d labs have one connection writing %d KiB every %s (about %.0f kbit/s, an idle-ish pod); "+
+		"the first lab (offloads off) sends one flow as fast as it can for %.0f s (the pps scenario, a busy pod). "+
+		"`--all-netns` follows all %d namespaces; `--netns` the busy lab's sender alone, for comparison. Medians of %d runs. "+
+		"CPU is the probe's over its whole run (start-up included) per second of busy traffic; "+
+		"eBPF is the exact programs' in-kernel time, likewise (kernel.bpf_stats_enabled).\n\n",
+		o.cmdline, n-1, fleetChunk>>10, fleetTick, float64(fleetChunk*8)/fleetTick.Seconds()/1e3, o.seconds, 2*n, o.runs)
+	fmt.Fprintln(w, "| state | probe | namespaces | all followed after | peak RSS | RSS per namespace | CPU s/s | eBPF s/s | busy lab: packets | busy lab: logged | least records of a namespace | namespaces without records |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(w, "| %s | %d | error: %s |||||||\n", r.State, r.NetNS, r.Err)
+			fmt.Fprintf(w, "| %s | %s | %d | error: %s |||||||||\n", r.State, r.Mode, r.NetNS, r.Err)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %d | %.1f s | %.0f MiB | %.2f MiB | %.3f | %.3f | %d | %d | %d |\n",
-			r.State, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), float64(r.RSS)/(1<<20)/float64(r.NetNS),
-			r.CPU, r.BPF, r.Records, r.MinRecords, r.Silent)
+		fmt.Fprintf(w, "| %s | %s | %d | %.1f s | %.0f MiB | %.2f MiB | %.3f | %.3f | %d | %.1f %% | %d | %d |\n",
+			r.State, r.Mode, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), float64(r.RSS)/(1<<20)/float64(r.NetNS),
+			r.CPU, r.BPF, r.BusyPackets, 100*r.BusyLogged, r.MinRecords, r.Silent)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,10 +38,11 @@ const (
 )
 
 type variant struct {
-	name string
-	kind toolKind
-	side string   // "A" (sender, default) or "B" (receiver)
-	args []string // extra probe flags
+	name   string
+	kind   toolKind
+	side   string   // "A" (sender, default) or "B" (receiver)
+	args   []string // extra probe flags
+	before bool     // run the -baseline build, not this tree's
 }
 
 type trafficKind int
@@ -106,7 +108,10 @@ type options struct {
 	useIperf          bool
 	haveTcpdump       bool
 	fidelity          bool
-	fleet             int // -fleet N: only the fleet measurement, N labs
+	fleet             int    // -fleet N: only the fleet measurement, N labs
+	baseline          string // -baseline DIR: a checkout whose diag mode runs beside this one's
+	baselineBin       string
+	baselineRev       string
 	cmdline           string
 }
 
@@ -121,6 +126,7 @@ func main() {
 	discard := flag.String("discard-server", "", "internal: run a discard server on this address (used for the 10k scenario)")
 	flag.StringVar(&o.profiles, "profiles", "", "if set, write a CPU profile of each probe variant's first run into this directory")
 	flag.BoolVar(&o.fidelity, "fidelity", true, "measure both state sources against the kernel's tcp:tcp_probe tracepoint")
+	flag.StringVar(&o.baseline, "baseline", "", "if set, a checkout of an earlier siftr-probe: its build runs beside this one's diag mode (\"(before)\" rows) in every scenario, to show diag mode unchanged")
 	flag.IntVar(&o.fleet, "fleet", 0, "if set, only the fleet measurement: N labs (2N namespaces) followed by one --all-netns probe; results to -out (default bench/FLEET.md)")
 	flag.Parse()
 	if o.fleet > 0 && !isFlagSet("out") {
@@ -213,6 +219,18 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("build the probe: %w", err)
 	}
 
+	if o.baseline != "" {
+		o.baselineBin = filepath.Join(tmp, "siftr-probe-before")
+		logf("building the baseline: go build -o %s ./cmd/siftr-probe (in %s)", o.baselineBin, o.baseline)
+		build := exec.Command("go", "build", "-o", o.baselineBin, "./cmd/siftr-probe")
+		build.Dir, build.Stdout, build.Stderr = o.baseline, os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build the baseline: %w", err)
+		}
+		if rev, err := exec.Command("git", "-C", o.baseline, "rev-parse", "--short", "HEAD").Output(); err == nil {
+			o.baselineRev = strings.TrimSpace(string(rev))
+		}
+	}
 	if o.fleet > 0 {
 		rs, err := runFleet(ctx, o, bin, tmp, o.fleet)
 		if err != nil {
@@ -330,6 +348,9 @@ func runScenario(ctx context.Context, o *options, bin, tmp string, sc scenario) 
 	if err := lab.startServer(useIperf, sc.traffic == trafficIdle); err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
+	if o.baselineBin != "" {
+		sc.variants = withBaseline(sc.variants, o.baselineRev)
+	}
 	res := &scenarioResult{sc: sc, runs: make([][]measurement, len(sc.variants))}
 	d := time.Duration(o.seconds * float64(time.Second))
 	switch sc.traffic {
@@ -373,7 +394,25 @@ func runScenario(ctx context.Context, o *options, bin, tmp string, sc scenario) 
 	return res, nil
 }
 
+// withBaseline adds, after each diag-mode variant of this tree on the
+// sender, the same run of the baseline build.
+func withBaseline(vs []variant, rev string) []variant {
+	var out []variant
+	for _, v := range vs {
+		out = append(out, v)
+		if v.kind == kindProbe && !slices.Contains(v.args, "--state") && v.side != "B" && !slices.Contains(v.args, "--block-timeout") {
+			b := v
+			b.name, b.before = v.name+" (before, "+rev+")", true
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func measureOne(ctx context.Context, o *options, lab *benchLab, bin, tmp string, sc scenario, v variant, d time.Duration, first bool) (m measurement) {
+	if v.before {
+		bin = o.baselineBin
+	}
 	var t tool
 	switch v.kind {
 	case kindProbe:
