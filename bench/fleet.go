@@ -51,6 +51,7 @@ type fleetResult struct {
 	// The busy lab's sender (namespace A): its packets, the share logged.
 	BusyPackets uint64
 	BusyLogged  float64
+	RingDrops   uint64 // frames the kernel dropped because a ring was full, all namespaces
 	Err         string
 }
 
@@ -97,8 +98,8 @@ func runFleet(ctx context.Context, o *options, bin, tmp string, n int) ([]fleetR
 			var rs []fleetResult
 			for range o.runs {
 				r := measureFleet(ctx, o, bin, tmp, state, mode, labs)
-				logf("fleet %s %s: followed %d namespaces in %.1fs, RSS %.0f MiB, CPU %.3f s/s, records %d (least %d), silent %d, busy lab %d packets %.1f%% logged %s",
-					state, mode, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), r.CPU, r.Records, r.MinRecords, r.Silent, r.BusyPackets, 100*r.BusyLogged, r.Err)
+				logf("fleet %s %s: followed %d namespaces in %.1fs, RSS %.0f MiB, CPU %.3f s/s, records %d (least %d), silent %d, busy lab %d packets %.1f%% logged, ring drops %d %s",
+					state, mode, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), r.CPU, r.Records, r.MinRecords, r.Silent, r.BusyPackets, 100*r.BusyLogged, r.RingDrops, r.Err)
 				rs = append(rs, r)
 			}
 			res = append(res, medianFleet(rs))
@@ -225,8 +226,9 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state, mode string,
 	}
 	var rep struct {
 		Writer struct{ Records uint64 }
-		Exact  struct{ RunNanos uint64 }
-		Counts counts
+		Exact   struct{ RunNanos uint64 }
+		Capture struct{ KernelDrops uint64 }
+		Counts  counts
 		NetNS  []struct {
 			Name   string `json:"name"`
 			Counts counts `json:"counts"`
@@ -238,6 +240,7 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state, mode string,
 	}
 	r.Records = rep.Writer.Records
 	r.BPF = float64(rep.Exact.RunNanos) / 1e9 / secs
+	r.RingDrops = rep.Capture.KernelDrops
 	busyCounts := rep.Counts
 	if mode == "--netns" {
 		r.MinRecords = loggedOf(rep.Counts)
@@ -312,6 +315,7 @@ func medianFleet(rs []fleetResult) fleetResult {
 	m.MinRecords = uint64(med(func(r fleetResult) float64 { return float64(r.MinRecords) }))
 	m.BusyPackets = uint64(med(func(r fleetResult) float64 { return float64(r.BusyPackets) }))
 	m.BusyLogged = med(func(r fleetResult) float64 { return r.BusyLogged })
+	m.RingDrops = uint64(med(func(r fleetResult) float64 { return float64(r.RingDrops) }))
 	for _, r := range ok {
 		m.Silent = max(m.Silent, r.Silent)
 	}
@@ -327,15 +331,15 @@ func writeFleet(w io.Writer, o *options, n int, rs []fleetResult) {
 		"CPU is the probe's over its whole run (start-up included) per second of busy traffic; "+
 		"eBPF is the exact programs' in-kernel time, likewise (kernel.bpf_stats_enabled).\n\n",
 		o.cmdline, n-1, fleetChunk>>10, fleetTick, float64(fleetChunk*8)/fleetTick.Seconds()/1e3, o.seconds, 2*n, o.runs)
-	fmt.Fprintln(w, "| state | probe | namespaces | all followed after | peak RSS | RSS per namespace | CPU s/s | eBPF s/s | busy lab: packets | busy lab: logged | least records of a namespace | namespaces without records |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| state | probe | namespaces | all followed after | peak RSS | RSS per namespace | CPU s/s | eBPF s/s | busy lab: packets | busy lab: logged | ring drops | least records of a namespace | namespaces without records |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(w, "| %s | %s | %d | error: %s |||||||||\n", r.State, r.Mode, r.NetNS, r.Err)
+			fmt.Fprintf(w, "| %s | %s | %d | error: %s ||||||||||\n", r.State, r.Mode, r.NetNS, r.Err)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.1f s | %.0f MiB | %.2f MiB | %.3f | %.3f | %d | %.1f %% | %d | %d |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %.1f s | %.0f MiB | %.2f MiB | %.3f | %.3f | %d | %.1f %% | %d | %d | %d |\n",
 			r.State, r.Mode, r.NetNS, r.FollowSeconds, float64(r.RSS)/(1<<20), float64(r.RSS)/(1<<20)/float64(r.NetNS),
-			r.CPU, r.BPF, r.BusyPackets, 100*r.BusyLogged, r.MinRecords, r.Silent)
+			r.CPU, r.BPF, r.BusyPackets, 100*r.BusyLogged, r.RingDrops, r.MinRecords, r.Silent)
 	}
 }
