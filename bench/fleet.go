@@ -225,11 +225,11 @@ func measureFleet(ctx context.Context, o *options, bin, tmp, state, mode string,
 			c.SkipTCPCB[0] - c.SkipTCPCB[1] - c.SkipInPCB[0] - c.SkipInPCB[1]
 	}
 	var rep struct {
-		Writer struct{ Records uint64 }
+		Writer  struct{ Records uint64 }
 		Exact   struct{ RunNanos uint64 }
 		Capture struct{ KernelDrops uint64 }
 		Counts  counts
-		NetNS  []struct {
+		NetNS   []struct {
 			Name   string `json:"name"`
 			Counts counts `json:"counts"`
 		} `json:"netns"`
