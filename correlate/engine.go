@@ -57,8 +57,8 @@ type Engine struct {
 	// every producer's.
 	ppl, epoch uint64
 	sink       Sink
-	flows *flowTable
-	prods []producer
+	flows      *flowTable
+	prods      []producer
 
 	rejected, reuses atomic.Uint64
 }
