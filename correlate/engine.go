@@ -51,14 +51,15 @@ type Stats struct {
 // packet becomes a record, and hands records to the Sink. It does no I/O of
 // its own and starts no goroutine. See the package doc.
 type Engine struct {
-	cfg Config
+	cfg   Config
+	sink  Sink
+	flows *flowTable
+	prods []producer
+
 	// ppl and epoch are the sampling rate and its generation (see
 	// SetPPL): read by sample under its producer's mu, written under
 	// every producer's.
 	ppl, epoch uint64
-	sink       Sink
-	flows      *flowTable
-	prods      []producer
 
 	rejected, reuses atomic.Uint64
 }
