@@ -19,6 +19,8 @@ type probeConfig struct {
 	Port    uint16
 	Enabled uint8
 	L2len   uint8
+	Gen     uint32
+	Pad     uint32
 }
 
 type probeEvent struct {
@@ -111,6 +113,7 @@ const (
 	probeMapCounters      = "counters"
 	probeMapEvents        = "events"
 	probeMapSettings      = "settings"
+	probeMapSlot          = "slot"
 	probeMapSocks         = "socks"
 	probeProgSiftrEgress  = "siftr_egress"
 	probeProgSiftrIngress = "siftr_ingress"
@@ -173,6 +176,7 @@ type probeMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Settings *ebpf.MapSpec `ebpf:"settings"`
+	Slot     *ebpf.MapSpec `ebpf:"slot"`
 	Socks    *ebpf.MapSpec `ebpf:"socks"`
 }
 
@@ -207,6 +211,7 @@ type probeMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Settings *ebpf.Map `ebpf:"settings"`
+	Slot     *ebpf.Map `ebpf:"slot"`
 	Socks    *ebpf.Map `ebpf:"socks"`
 }
 
@@ -215,6 +220,7 @@ func (m *probeMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Settings,
+		m.Slot,
 		m.Socks,
 	)
 }
