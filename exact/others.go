@@ -33,4 +33,4 @@ func (*Source) Change(uint32, uint16) (int64, correlate.SampleCounts, error) {
 }
 func (*Source) Sampled() correlate.SampleCounts { return correlate.SampleCounts{} }
 func (*Source) Settings() (uint32, uint16)      { return 0, 0 }
-func (*Source) Close() error { return nil }
+func (*Source) Close() error                    { return nil }
