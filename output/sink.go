@@ -32,9 +32,10 @@ import (
 // A sink is used by one goroutine at a time; Bytes is safe for concurrent
 // use.
 type sink struct {
-	path string   // the log path, for Reopen and messages
-	file *os.File // nil when writing to standard output
-	out  io.Writer
+	path   string   // the log path, for Reopen and messages
+	file   *os.File // nil when writing to standard output
+	out    io.Writer
+	stdout io.Writer // standard output, for path "-"
 	torn bool // a failed write left a partial line that could not be removed
 	warn func(string)
 
@@ -45,12 +46,12 @@ type sink struct {
 
 // openSink opens the log at path ("-" = stdout) for appending, locked.
 func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
-	s := &sink{path: path, warn: warn}
+	s := &sink{path: path, warn: warn, stdout: stdout}
+	if s.stdout == nil {
+		s.stdout = os.Stdout
+	}
 	if path == "-" {
-		s.out = stdout
-		if s.out == nil {
-			s.out = os.Stdout
-		}
+		s.out = s.stdout
 		return s, nil
 	}
 	f, err := openLockedLog(path)
@@ -183,6 +184,35 @@ func (s *sink) Reopen() error {
 	s.unlinkedWarned = false
 	if err := old.Close(); err != nil {
 		return fmt.Errorf("output: close rotated log %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Switch makes path ("-": standard output) the log: the new file is opened
+// (and locked) first, then the old one is closed; if the new one cannot be
+// opened, nothing changes. A path that names the open file already only
+// reopens it, as Reopen does.
+func (s *sink) Switch(path string) error {
+	if path == s.path {
+		return s.Reopen()
+	}
+	var f *os.File
+	out := s.stdout
+	if path != "-" {
+		var err error
+		if f, err = openLockedLog(path); err != nil {
+			return err
+		}
+		out = f
+	}
+	old := s.file
+	s.path, s.file, s.out = path, f, out
+	s.torn = false
+	s.unlinkedWarned = false
+	if old != nil {
+		if err := old.Close(); err != nil {
+			return fmt.Errorf("output: close previous log: %w", err)
+		}
 	}
 	return nil
 }

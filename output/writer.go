@@ -1,6 +1,7 @@
 package output
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -133,8 +134,8 @@ var ErrClosed = errors.New("output: writer closed")
 //
 // Submit and Advance are safe for concurrent use by different workers; the
 // calls for one worker must be sequential. Stats and Err are safe for
-// concurrent use with everything. Start, Reopen and Close may be called from
-// any goroutine.
+// concurrent use with everything. Start, Reopen, SetPath, Path, Sync and
+// Close may be called from any goroutine.
 //
 // # Write errors
 //
@@ -166,12 +167,14 @@ type Writer struct {
 	free     [numClasses][]*batch // idle batches by size class
 	marks    []workerMark
 	wake     chan struct{}
-	reopenc  chan chan error
+	reopenc  chan reopenReq
+	syncc    chan *syncReq
 	closing  chan struct{}
 	done     chan struct{}
 
-	mu      sync.Mutex // guards state, footer and, before Start, file and out
+	mu      sync.Mutex // guards state, footer, path and, before Start, file and out
 	state   int        // stateNew, stateRunning, stateClosed
+	path    string     // the log's path
 	footer  func() *Footer
 	closeMu sync.Mutex // serializes Close
 	closeEr error
@@ -187,6 +190,7 @@ type Writer struct {
 	onRecord func(*correlate.Record)
 	emitFn   func(*correlate.Record) // w.emit, made once
 	doneFn   func(*batch)            // w.putBatch, made once
+	syncs    []*syncReq              // Sync calls waiting
 
 	records, rejected, forced, late atomic.Uint64
 	writeErrors, lost               atomic.Uint64
@@ -284,6 +288,7 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	w.sink = s
+	w.path = cfg.Path
 	w.merge = newMerge(w.delay, w.maxHeld)
 	w.emitFn = w.emit
 	w.doneFn = w.putBatch
@@ -295,7 +300,8 @@ func OpenWriter(cfg *WriterConfig) (*Writer, error) {
 	}
 	w.cur = make([]int64, cfg.Workers)
 	w.wake = make(chan struct{}, 1)
-	w.reopenc = make(chan chan error)
+	w.reopenc = make(chan reopenReq)
+	w.syncc = make(chan *syncReq)
 	w.closing = make(chan struct{})
 	w.done = make(chan struct{})
 	w.buf = make([]byte, 0, flushSize+64<<10)
@@ -449,8 +455,10 @@ func (w *Writer) run() {
 			if len(w.buf) > 0 {
 				w.writeOut()
 			}
-		case rc := <-w.reopenc:
-			rc <- w.reopen()
+		case rq := <-w.reopenc:
+			rq.done <- w.reopen(rq.path)
+		case rq := <-w.syncc:
+			w.syncs = append(w.syncs, rq)
 		case <-w.closing:
 			w.finish()
 			return
@@ -486,6 +494,36 @@ func (w *Writer) step() {
 	if len(w.buf) >= flushSize {
 		w.writeOut()
 	}
+	if len(w.syncs) > 0 {
+		w.syncDone(w.merge.limit(w.cur))
+	}
+}
+
+// syncReq is a Sync call waiting for the records before t to be written.
+type syncReq struct {
+	t    int64
+	done chan struct{}
+}
+
+// syncDone ends the Sync calls whose records the watermarks released,
+// those before limit, once they are written out.
+func (w *Writer) syncDone(limit int64) {
+	flushed := false
+	k := 0
+	for _, rq := range w.syncs {
+		if rq.t-1 > limit { // a record at t-1 may still be held
+			w.syncs[k] = rq
+			k++
+			continue
+		}
+		if !flushed && len(w.buf) > 0 {
+			w.writeOut()
+		}
+		flushed = true
+		close(rq.done)
+	}
+	clear(w.syncs[k:])
+	w.syncs = w.syncs[:k]
 }
 
 // syncCounts publishes the merge's counters for Stats.
@@ -527,6 +565,10 @@ func (w *Writer) finish() {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
+	for _, rq := range w.syncs {
+		close(rq.done)
+	}
+	w.syncs = nil
 }
 
 // emit formats a record the merge released.
@@ -582,7 +624,37 @@ func (w *Writer) Err() error { return w.loadErr() }
 // old file is closed only once the new one is open, and held or queued
 // records are not affected, so no record is lost. With Path "-" it only
 // flushes. Safe to call from any goroutine.
-func (w *Writer) Reopen() error {
+func (w *Writer) Reopen() error { return w.reopenAs("") }
+
+// SetPath switches the log to path (OpenFile's rules, locked; "-" means
+// Stdout) while the writer runs, as Reopen does for rotation: what is
+// buffered goes to the old file, which is closed once the new one is
+// open, and nothing is written at the switch; held and queued records go
+// to the new file. If path cannot be opened, the log stays where it was
+// and the error says why. Reopen reopens path from then on. Safe to call
+// from any goroutine.
+func (w *Writer) SetPath(path string) error {
+	if path == "" {
+		return errors.New(`output: SetPath: empty path (use "-" for standard output)`)
+	}
+	return w.reopenAs(path)
+}
+
+// Path returns the log's path ("-" for standard output).
+func (w *Writer) Path() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.path
+}
+
+// reopenReq asks the writer goroutine to reopen the log, at path if it is
+// not "".
+type reopenReq struct {
+	path string
+	done chan error
+}
+
+func (w *Writer) reopenAs(path string) error {
 	w.mu.Lock()
 	switch w.state {
 	case stateClosed:
@@ -590,26 +662,70 @@ func (w *Writer) Reopen() error {
 		return ErrClosed
 	case stateNew:
 		defer w.mu.Unlock()
-		return w.reopen()
+		return w.reopenLocked(path)
 	}
 	w.mu.Unlock()
-	rc := make(chan error, 1)
+	rq := reopenReq{path, make(chan error, 1)}
 	select {
-	case w.reopenc <- rc:
-		return <-rc
+	case w.reopenc <- rq:
+		return <-rq.done
 	case <-w.done:
 		return ErrClosed
 	}
 }
 
-func (w *Writer) reopen() error {
+// reopen runs on the writer goroutine.
+func (w *Writer) reopen(path string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reopenLocked(path)
+}
+
+func (w *Writer) reopenLocked(path string) error {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
-	if err := w.sink.Reopen(); err != nil {
+	var err error
+	if path == "" {
+		err = w.sink.Reopen()
+	} else {
+		err = w.sink.Switch(path)
+	}
+	if err != nil {
 		return fmt.Errorf("output: reopen: %w", err)
 	}
+	w.path = w.sink.path
 	return nil
+}
+
+// Sync waits until every record with a time before t (ns) that was
+// submitted, or will be, is in the log: until the producers' watermarks,
+// less Delay, have passed t, and the records they released are written.
+// It returns ctx's error if that does not happen before ctx is done (a
+// producer that stopped reporting watermarks), nil once the writer is
+// closed (Close writes everything). Safe to call from any goroutine.
+func (w *Writer) Sync(ctx context.Context, t int64) error {
+	w.mu.Lock()
+	if w.state != stateRunning {
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	rq := &syncReq{t: t, done: make(chan struct{})}
+	select {
+	case w.syncc <- rq:
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.poke()
+	select {
+	case <-rq.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close writes every record submitted before Close, in order, then the
