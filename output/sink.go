@@ -36,8 +36,8 @@ type sink struct {
 	file   *os.File // nil when writing to standard output
 	out    io.Writer
 	stdout io.Writer // standard output, for path "-"
-	torn bool // a failed write left a partial line that could not be removed
-	warn func(string)
+	torn   bool      // a failed write left a partial line that could not be removed
+	warn   func(string)
 
 	unlinkedWarned bool
 	bytes          atomic.Uint64 // bytes in the output, headers and newlines included
