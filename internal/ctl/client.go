@@ -59,10 +59,13 @@ func (c *Client) Do(rq *Request, timeout time.Duration) (*Response, error) {
 		return nil, err
 	}
 	c.c.SetDeadline(time.Now().Add(timeout))
-	if _, err := c.c.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("send to control socket %s: %w", c.path, unwrap(err))
-	}
+	_, werr := c.c.Write(append(b, '\n'))
+	// A probe that refuses the connection answers before it reads and
+	// closes: the answer may be there even if the write failed.
 	line, err := readLine(c.rd)
+	if werr != nil && err != nil {
+		return nil, fmt.Errorf("send to control socket %s: %w", c.path, unwrap(werr))
+	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {

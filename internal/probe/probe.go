@@ -1,7 +1,9 @@
-// Package probe wires the pipeline stages into one run: capture rings feed a
-// correlate.Engine, which looks sockets up with one diag.Client per worker
-// and hands records to an output.Writer. The command, the demo, the tests
-// and the benchmarks all run the probe through Run.
+// Package probe wires the pipeline stages into one run: a state source
+// (capture rings and inet_diag lookups, or exact mode's eBPF programs)
+// feeds a correlate.Engine, which hands records to an output.Writer. A run
+// is one or more logging cycles (SIFTR's enable to disable), changed while
+// it runs through the control socket (package ctl). The command, the
+// demo, the tests and the benchmarks all run the probe through Run.
 package probe
 
 import (
@@ -19,8 +21,10 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/ctl"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
+	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
 // Config is one run's settings. Zero values mean the documented defaults.
@@ -51,7 +55,8 @@ type Config struct {
 	Reopen <-chan os.Signal
 	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
 	OnRecord func(*correlate.Record)
-	// Started, if set, is called once the rings are capturing.
+	// Started, if set, is called once Run is under way: the first cycle
+	// capturing or, with StartDisabled, the control socket served.
 	Started func()
 	// MetricsAddr, if set, is a TCP address (host:port) on which to serve
 	// Prometheus /metrics and /healthz (see package metrics) from just
@@ -62,6 +67,16 @@ type Config struct {
 	// MetricsListening, if set, is called with the bound metrics address
 	// (useful with port 0) before capture starts.
 	MetricsListening func(net.Addr)
+	// Control, if set, is the path of the control socket (package ctl)
+	// that New makes and Run serves: enable, disable and set while the
+	// probe runs. ControlOptional turns a socket that cannot be made
+	// into a warning on Stderr instead of a set-up error (the command's
+	// default path, not asked for).
+	Control         string
+	ControlOptional bool
+	// StartDisabled: Run begins no logging cycle, and nothing is captured
+	// until an enable on the control socket.
+	StartDisabled bool
 }
 
 // SetupError is a problem found before capture started: unknown interface,
@@ -73,30 +88,49 @@ func (e *SetupError) Unwrap() error { return e.Err }
 
 func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(format, a...)} }
 
-// Summary is what a run did: the pipeline's counters at the end, and when
-// and where it logged.
+// Summary is what a logging cycle did: its counters at its end (or now,
+// for one under way), and when and where it logged. Cycle is its number,
+// from 1; 0 when no cycle ran (started disabled, never enabled).
 type Summary struct {
 	Start, End time.Time
 	LogFile    string
+	Cycle      int
 	metrics.Stats
 }
 
 // Lines is the number of records written.
 func (s *Summary) Lines() uint64 { return s.Writer.Records }
 
-// Pipeline is one run: a state source feeding a correlate.Engine, which
-// hands records to an output.Writer. New sets it up (everything that can
-// fail before logging starts), Run logs until told to stop, Close releases
-// what is left. The command, the demo, the tests and the benchmarks all run
-// the probe through it.
+// Pipeline is one run: logging cycles, each a state source feeding a
+// correlate.Engine, which hands records to an output.Writer. A cycle is
+// SIFTR's enable to disable: it begins with an enable line and ends with
+// the disable line of its own counts and flow list (see control.go for
+// the changes a run takes while it runs). New sets a run up (everything
+// that can fail before logging starts), Run logs until told to stop,
+// Close releases what is left. The command, the demo, the tests and the
+// benchmarks all run the probe through it.
 type Pipeline struct {
-	cfg       Config
-	src       source
-	out       *output.Writer
-	eng       *correlate.Engine
+	cfg       Config // its PPL, Port and LogFile are the settings in force: guarded by mu
 	metricsLn net.Listener
-	ran       bool
-	closed    bool
+	ctl       *ctl.Listener
+	state     tcp.Source // the state source New chose
+
+	mu       sync.Mutex // guards cfg's settings and the fields below
+	cur      *cycle     // the cycle logging now; nil while disabled
+	last     *cycle     // the latest cycle begun: cur, or the one that ended
+	next     *cycle     // opened by New for the first enable
+	cycles   int        // cycles begun
+	started  time.Time  // when Run began
+	running  bool       // Run is serving changes
+	stopping bool       // Run is ending: no new cycle
+	werr     error      // the first log write error of any cycle
+	ran      bool
+	closed   bool
+
+	// changeMu serializes the changes: enable, disable, set.
+	changeMu sync.Mutex
+	// failed gets a cycle whose source stopped by itself (an error).
+	failed chan *cycle
 }
 
 // Run sets a pipeline up with New, runs it and closes it.
@@ -109,8 +143,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return p.Run(ctx)
 }
 
-// New opens the state source, the log and the metrics listener of a run.
-// Nothing is logged yet. An error is a *SetupError.
+// New opens the state source, the log, the metrics listener and the
+// control socket of a run. Nothing is logged yet; with StartDisabled the
+// source and the log are opened only to check them, and closed again. An
+// error is a *SetupError.
 func New(cfg Config) (*Pipeline, error) {
 	if cfg.Iface == "" {
 		return nil, setupErr("no interface given (--iface)")
@@ -130,88 +166,97 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Format == "" {
 		cfg.Format = "siftr"
 	}
-	format, err := output.FormatByName(cfg.Format)
-	if err != nil {
+	if _, err := output.FormatByName(cfg.Format); err != nil {
 		return nil, &SetupError{err}
 	}
-	p := &Pipeline{cfg: cfg}
+	p := &Pipeline{cfg: cfg, failed: make(chan *cycle, 1)}
 
 	// Bind the metrics address first: a busy port is a set-up error, found
 	// before any ring is opened.
+	var err error
 	if cfg.MetricsAddr != "" {
 		if p.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return nil, setupErr("cannot serve metrics on %s: %w", cfg.MetricsAddr, unwrapOp(err))
 		}
 	}
-	src, err := openSource(&p.cfg)
+	c, err := openCycle(&p.cfg)
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	p.src = src
-	p.out, err = output.OpenWriter(&output.WriterConfig{
-		Path:     cfg.LogFile,
-		Stdout:   cfg.Stdout,
-		Format:   format,
-		Workers:  p.src.Producers(),
-		OnRecord: cfg.OnRecord,
-		OnWarning: func(m string) {
-			fmt.Fprintf(cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05"), m)
-		},
-	})
-	if err != nil {
-		p.Close()
-		return nil, explainLog(cfg.LogFile, err)
+	p.state = c.src.state()
+	// Later cycles use the source chosen now (auto decides once).
+	p.cfg.State = p.state.String()
+	if cfg.StartDisabled {
+		c.close()
+	} else {
+		p.next = c
 	}
-	if p.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL}, p.out, p.src.Producers()); err != nil {
-		p.Close()
-		return nil, &SetupError{err}
+	if cfg.Control != "" {
+		if err := p.listenControl(); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 	return p, nil
 }
 
-// Close releases what the pipeline holds: the source, the log (closed
-// without a disable line if Run never wrote one) and the metrics listener.
-// It is idempotent.
+// Close releases what the pipeline holds: a cycle New opened that never
+// began (its log closed without a line), the metrics listener and the
+// control socket. It is idempotent.
 func (p *Pipeline) Close() error {
+	p.mu.Lock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
-	if p.src != nil {
-		p.src.Close()
-	}
-	if p.out != nil && !p.ran {
-		p.out.Close(nil)
+	next := p.next
+	p.next = nil
+	p.mu.Unlock()
+	if next != nil {
+		next.close()
 	}
 	if p.metricsLn != nil {
 		p.metricsLn.Close()
+	}
+	if p.ctl != nil {
+		p.ctl.Close()
 	}
 	return nil
 }
 
 // read is one reading of every counter of the pipeline: the summary, the
-// status line and the metrics are all built from it.
+// status line, the control socket's status and the metrics are all built
+// from it. The counts are those of the current cycle or, while disabled,
+// of the last one.
 func (p *Pipeline) read() metrics.Stats {
-	s := metrics.Stats{State: p.src.state().String(), Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
-	p.src.read(&s)
-	return s
+	p.mu.Lock()
+	c := p.last
+	s := metrics.Stats{State: p.state.String(), Enabled: p.cur != nil, PPL: p.cfg.PPL, Port: p.cfg.Port, Cycle: p.cycles}
+	p.mu.Unlock()
+	if c == nil {
+		return s
+	}
+	return p.readCycle(c)
 }
 
-// Run writes the enable line and logs until ctx is done or Config.Duration
-// has passed, then drains every queued record, writes the disable line and
-// returns what it did. It may be called once.
+// Run logs until ctx is done or Config.Duration has passed: it begins a
+// logging cycle (unless Config.StartDisabled), takes changes (enable,
+// disable, set; see control.go) from the control socket, and at the end
+// ends the cycle logging then: it drains every queued record and writes
+// the disable line. It returns the summary of the last cycle. It may be
+// called once.
 func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
+	p.mu.Lock()
 	if p.ran || p.closed {
+		p.mu.Unlock()
 		return nil, errors.New("probe: pipeline already run or closed")
 	}
 	p.ran = true
+	p.started = time.Now()
+	p.mu.Unlock()
 	cfg := &p.cfg
-	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
-	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
-		p.out.Close(nil)
-		return nil, explainLog(cfg.LogFile, err)
-	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -220,9 +265,23 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		runCtx, c2 = context.WithTimeout(runCtx, cfg.Duration)
 		defer c2()
 	}
-	// The helpers: the flow table's pruner, the status line, log reopening.
+	p.changeMu.Lock()
+	if next := p.takeNext(); next != nil {
+		if err := p.begin(next); err != nil {
+			p.changeMu.Unlock()
+			p.Close()
+			return nil, err
+		}
+	} else {
+		p.logf("logging disabled until siftr-probe ctl enable%s", p.controlHint())
+	}
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
+	p.changeMu.Unlock()
+
+	// The helpers: the status line, log reopening, metrics.
 	var wg sync.WaitGroup
-	wg.Go(func() { p.eng.Run(runCtx) })
 	if cfg.StatusEvery > 0 {
 		st := newStatus(cfg.Stderr, p.read)
 		wg.Go(func() { st.run(runCtx, cfg.StatusEvery) })
@@ -235,17 +294,27 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		cfg.Started()
 	}
 
-	// The shutdown order: the source stops and delivers what it observed
-	// (the engine's counts are then final), the helpers stop, the writer
-	// drains its queue and writes the disable line, then metrics stop.
-	srcErr := p.src.Run(runCtx, p.eng)
+	var srcErr error
+	select {
+	case <-runCtx.Done():
+	case c := <-p.failed:
+		srcErr = c.srcErr
+	}
+	// The end: no more changes, the cycle logging now ends as a disable
+	// does (its source stops and delivers what it observed, the writer
+	// drains its queue and writes the disable line), then the helpers and
+	// the metrics stop.
+	p.changeMu.Lock()
+	p.mu.Lock()
+	p.stopping = true
+	c := p.cur
+	p.mu.Unlock()
+	if c != nil {
+		c.end()
+	}
+	p.changeMu.Unlock()
 	cancel()
 	wg.Wait()
-	werr := p.out.Close(func() *output.Footer {
-		return &output.Footer{Time: time.Now(), Counts: p.eng.Counts(), Flows: p.eng.Flows()}
-	})
-	sum.End = time.Now()
-	sum.Stats = p.read()
 	if msrv != nil {
 		// Let a scrape in progress finish, then stop serving.
 		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -255,31 +324,72 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		scancel()
 	}
 	p.Close()
+	sum := p.lastSummary()
+	p.mu.Lock()
+	werr := p.werr
+	p.mu.Unlock()
 	if srcErr != nil {
 		return sum, srcErr
 	}
-	if werr != nil {
-		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
-	}
-	return sum, nil
+	return sum, werr
 }
 
-// reopenOn reopens the log file for each value received on c, until ctx is done.
+// takeNext returns the cycle New opened, if it is still waiting.
+func (p *Pipeline) takeNext() *cycle {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.next
+	p.next = nil
+	return c
+}
+
+// lastSummary is the summary of the last cycle, or one of no cycle.
+func (p *Pipeline) lastSummary() *Summary {
+	p.mu.Lock()
+	c := p.last
+	p.mu.Unlock()
+	if c == nil {
+		return &Summary{Start: p.started, End: time.Now(), LogFile: p.logFile(), Stats: p.read()}
+	}
+	return c.summary(p)
+}
+
+// logFile is the log path in force.
+func (p *Pipeline) logFile() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.LogFile
+}
+
+// logf writes a line about a change on Stderr, with the time.
+func (p *Pipeline) logf(format string, a ...any) {
+	fmt.Fprintf(p.cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+}
+
+// reopenOn reopens the log file of the cycle logging for each value
+// received on c, until ctx is done. While disabled no log is open.
 func (p *Pipeline) reopenOn(ctx context.Context, c <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c:
-			if err := p.out.Reopen(); err != nil {
-				fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.LogFile, err)
+			p.mu.Lock()
+			cur := p.cur
+			p.mu.Unlock()
+			if cur == nil {
+				continue
+			}
+			if err := cur.out.Reopen(); err != nil && !errors.Is(err, output.ErrClosed) {
+				fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", cur.out.Path(), err)
 			}
 		}
 	}
 }
 
 // serveMetrics starts the metrics server on the listener New bound, if any.
-// /healthz fails once ctx is done or a log write failed.
+// /healthz fails once ctx is done or a log write of the cycle logging
+// failed; while disabled it is healthy.
 func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 	if p.metricsLn == nil {
 		return nil
@@ -290,7 +400,13 @@ func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 			if ctx.Err() != nil {
 				return errors.New("stopping")
 			}
-			if err := p.out.Err(); err != nil {
+			p.mu.Lock()
+			c := p.cur
+			p.mu.Unlock()
+			if c == nil {
+				return nil
+			}
+			if err := c.out.Err(); err != nil {
 				return fmt.Errorf("log write failed: %v", err)
 			}
 			return nil
