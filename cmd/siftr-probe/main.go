@@ -371,6 +371,9 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 		}
 		o.cfg.Control = abs
 	}
+	if o.cfg.StartDisabled && o.cfg.Control == "" {
+		return nil, fs, errors.New("--start-disabled needs a control socket to be enabled through (--control PATH)")
+	}
 	// The default socket path is made if it can be; one asked for must be.
 	o.cfg.ControlOptional = !given(fs, "control")
 	o.cfg.Port = uint16(o.port)

@@ -198,6 +198,10 @@ func New(cfg Config) (*Pipeline, error) {
 			return nil, err
 		}
 	}
+	if cfg.StartDisabled && p.ctl == nil {
+		p.Close()
+		return nil, setupErr("--start-disabled needs a control socket (--control PATH) to be enabled through")
+	}
 	return p, nil
 }
 
@@ -306,7 +310,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	// the metrics stop.
 	p.changeMu.Lock()
 	p.mu.Lock()
-	p.stopping = true
+	p.stopping, p.running = true, false
 	c := p.cur
 	p.mu.Unlock()
 	if c != nil {

@@ -20,6 +20,7 @@ var Known = []string{
 	"iface", "port", "ppl", "logfile", "format", "workers",
 	"block-timeout", "block-size", "ring-size", "duration", "netns",
 	"metrics-addr", "quiet", "status-interval", "version",
+	"control", "start-disabled",
 }
 
 // EnvName is the environment variable that sets a flag, as the binary
