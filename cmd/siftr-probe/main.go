@@ -136,8 +136,8 @@ and its reader goes away (| head), the run stops and exits 1.
 siftr-probe ctl changes a running probe through its control socket
 (--control): it enables and disables logging cycles and sets ppl, port and
 the log file, as SIFTR's sysctls do (siftr-probe ctl --help).
-With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
-stopping or after a failed log write (records are being lost).
+With --metrics-addr, /healthz answers 200 "ok" while capturing or disabled,
+and 503 once stopping or after a failed log write (records are being lost).
 Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error,
 130 stopped by a second signal.
 `
