@@ -242,9 +242,11 @@ func testCtlCycles(t *testing.T, state string) {
 	logfile := filepath.Join(t.TempDir(), "siftr.log")
 	p := startCtlProbe(t, "--state", state, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
 		"--logfile", logfile, "--start-disabled", "--metrics-addr", "127.0.0.1:0")
-	addr := metricsLine.FindStringSubmatch(p.stderr.String())
-	if addr == nil {
-		t.Fatalf("no metrics address: %s", p.stderr.String())
+	var addr []string
+	for deadline := time.Now().Add(5 * time.Second); addr == nil; time.Sleep(10 * time.Millisecond) {
+		if addr = metricsLine.FindStringSubmatch(p.stderr.String()); addr == nil && time.Now().After(deadline) {
+			t.Fatalf("no metrics address: %s", p.stderr.String())
+		}
 	}
 	if s := p.status(); s.Enabled || s.Cycle != 0 || s.Counts != nil {
 		t.Errorf("started disabled: status %+v", s)

@@ -136,7 +136,11 @@ func (p *Pipeline) SetPPL(ppl uint32) (*ctl.Change, error) {
 	p.mu.Unlock()
 	ch := &ctl.Change{Name: ctl.SetPPL, Old: strconv.Itoa(int(old)), New: strconv.Itoa(int(ppl))}
 	if c != nil && ppl != old {
-		before, err := c.src.setPPL(c.eng, ppl)
+		var before correlate.SampleCounts
+		err := c.whileOpen(func() (err error) {
+			before, err = c.src.setPPL(c.eng, ppl)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("set ppl: %w", err)
 		}
@@ -170,7 +174,11 @@ func (p *Pipeline) SetPort(port uint16) (*ctl.Change, error) {
 	ch := &ctl.Change{Name: ctl.SetPort, Old: strconv.Itoa(int(old)), New: strconv.Itoa(int(port))}
 	var syncErr error
 	if c != nil && port != old {
-		at, err := c.src.setPort(port)
+		var at int64
+		err := c.whileOpen(func() (err error) {
+			at, err = c.src.setPort(port)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("set port: %w", err)
 		}

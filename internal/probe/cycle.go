@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -28,9 +29,14 @@ type cycle struct {
 	// Written before done is closed, under Pipeline.mu.
 	ended  bool
 	endAt  time.Time
-	final  metrics.Stats
 	srcErr error // the source's error, if it failed
 	werr   error // the log's first write error
+
+	// statsMu guards released and final: readers hold it while they read
+	// the source's counters, so that it is not released under them.
+	statsMu  sync.RWMutex
+	released bool          // the source is closed: final holds the counters
+	final    metrics.Stats // the counters at the end
 }
 
 // openCycle opens the state source, the log and the engine of a cycle with
@@ -111,8 +117,10 @@ func (p *Pipeline) run(ctx context.Context, c *cycle) {
 	werr := c.out.Close(func() *output.Footer {
 		return &output.Footer{Time: time.Now(), Counts: c.eng.Counts(), Flows: c.eng.Flows()}
 	})
-	final := c.read()
+	c.statsMu.Lock()
+	c.final, c.released = c.read(), true
 	c.src.Close()
+	c.statsMu.Unlock()
 	if werr != nil {
 		werr = fmt.Errorf("writing %s: %w", path, werr)
 	}
@@ -120,7 +128,7 @@ func (p *Pipeline) run(ctx context.Context, c *cycle) {
 		srcErr = fmt.Errorf("the state source stopped")
 	}
 	p.mu.Lock()
-	c.ended, c.endAt, c.final, c.srcErr, c.werr = true, time.Now(), final, srcErr, werr
+	c.ended, c.endAt, c.srcErr, c.werr = true, time.Now(), srcErr, werr
 	if p.cur == c {
 		p.cur = nil
 	}
@@ -143,7 +151,30 @@ func (c *cycle) end() {
 	<-c.done
 }
 
-// read reads every counter of c, live.
+// whileOpen runs f, which changes c's source, unless the source is
+// released (the cycle ended by itself meanwhile); it holds the source open
+// while f runs.
+func (c *cycle) whileOpen(f func() error) error {
+	c.statsMu.RLock()
+	defer c.statsMu.RUnlock()
+	if c.released {
+		return errors.New("the logging cycle ended")
+	}
+	return f()
+}
+
+// stats reads every counter of c: live while its source is open, the
+// final ones after.
+func (c *cycle) stats() metrics.Stats {
+	c.statsMu.RLock()
+	defer c.statsMu.RUnlock()
+	if c.released {
+		return c.final
+	}
+	return c.read()
+}
+
+// read reads every counter of c, live. The caller holds statsMu.
 func (c *cycle) read() metrics.Stats {
 	s := metrics.Stats{
 		State:   c.src.state().String(),
@@ -174,13 +205,9 @@ func (c *cycle) summary(p *Pipeline) *Summary {
 // once it ended).
 func (p *Pipeline) readCycle(c *cycle) metrics.Stats {
 	p.mu.Lock()
-	ended, final := c.ended, c.final
 	st := metrics.Stats{Enabled: p.cur != nil, PPL: p.cfg.PPL, Port: p.cfg.Port, Cycle: p.cycles}
 	p.mu.Unlock()
-	s := final
-	if !ended {
-		s = c.read()
-	}
+	s := c.stats()
 	s.Enabled, s.PPL, s.Port, s.Cycle, s.CycleStart = st.Enabled, st.PPL, st.Port, st.Cycle, c.start
 	return s
 }

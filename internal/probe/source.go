@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -154,7 +155,7 @@ func addSampled(a, b correlate.SampleCounts) correlate.SampleCounts {
 type packetSource struct {
 	capt  *capture.Capture
 	diags []*diag.Client
-	res   *correlate.Resolver // set by Run
+	res   atomic.Pointer[correlate.Resolver] // set by Run
 }
 
 // openPacketSource opens the rings and the inet_diag clients; nothing is
@@ -207,7 +208,7 @@ func (s *packetSource) Run(ctx context.Context, e *correlate.Engine) error {
 	if err != nil {
 		return err
 	}
-	s.res = res
+	s.res.Store(res)
 	err = s.capt.Run(ctx, res)
 	res.Close()
 	if err != nil {
@@ -228,8 +229,8 @@ func (s *packetSource) Close() error {
 
 func (s *packetSource) read(st *metrics.Stats) {
 	st.Capture = s.capt.Stats()
-	if s.res != nil {
-		st.Resolve = s.res.Stats()
+	if res := s.res.Load(); res != nil {
+		st.Resolve = res.Stats()
 	}
 	st.Diag = diag.Stats{}
 	for _, d := range s.diags {
