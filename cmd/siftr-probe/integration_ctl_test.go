@@ -266,6 +266,7 @@ func testCtlCycles(t *testing.T, state string) {
 		if out := p.ctl(exitOK, "enable"); !strings.Contains(out, "enabled") {
 			t.Errorf("enable: %q", out)
 		}
+		enableTook := time.Since(from)
 		if out := p.ctl(exitOK, "enable"); !strings.Contains(out, "already enabled") {
 			t.Errorf("second enable: %q", out)
 		}
@@ -282,8 +283,10 @@ func testCtlCycles(t *testing.T, state string) {
 				t.Errorf("stats in cycle 2: %q", out)
 			}
 		}
+		began := time.Now()
 		out := p.ctl(exitOK, "disable")
 		to := time.Now()
+		t.Logf("cycle %d: enable took %v, disable %v", i+1, enableTook, to.Sub(began))
 		if !strings.Contains(out, "disabled: cycle "+strconv.Itoa(i+1)+" ended") {
 			t.Errorf("disable: %q", out)
 		}
