@@ -81,6 +81,10 @@ func TestWriterSetPath(t *testing.T) {
 	if err := w.SetPath(second); err != nil {
 		t.Fatal(err)
 	}
+	// Another name of the open file: no switch, and not "locked".
+	if err := w.SetPath(dir + "/./b.log"); err != nil {
+		t.Errorf("SetPath to another name of the open file: %v", err)
+	}
 	w.Submit(0, []correlate.Record{trec(3, 0, 3)}, 3)
 	if err := w.Sync(context.Background(), 4); err != nil {
 		t.Fatal(err)

@@ -196,6 +196,16 @@ func (s *sink) Switch(path string) error {
 	if path == s.path {
 		return s.Reopen()
 	}
+	if s.file != nil && path != "-" {
+		// Another name of the open file (a relative and an absolute path):
+		// opening it again would find it locked, by this very sink.
+		cur, err1 := s.file.Stat()
+		fi, err2 := os.Lstat(path)
+		if err1 == nil && err2 == nil && os.SameFile(cur, fi) {
+			s.path = path
+			return nil
+		}
+	}
 	var f *os.File
 	out := s.stdout
 	if path != "-" {
