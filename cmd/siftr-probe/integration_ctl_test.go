@@ -572,15 +572,32 @@ func TestIntegrationCtlSocket(t *testing.T) {
 	dir := t.TempDir()
 	log := func(name string) string { return filepath.Join(dir, name) }
 
-	// A stale socket, as a killed probe leaves it.
+	// A stale socket: a probe killed with SIGKILL leaves it behind.
 	stale := filepath.Join(dir, "stale", "ctl")
-	os.Mkdir(filepath.Dir(stale), 0o755)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
+	killed := exec.Command(exe, "--iface", "lo", "--port", "5999", "--logfile", log("killed.log"), "--control", stale, "--quiet")
+	killed.Env = append(os.Environ(), "SIFTR_PROBE_TEST_AS_MAIN=1")
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := ctl.Dial(stale, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			killed.Process.Kill()
+			t.Fatal("the probe to kill did not serve its socket")
+		}
+	}
+	killed.Process.Kill()
+	killed.Wait()
+	if _, err := ctl.Dial(stale, time.Second); err == nil || !strings.Contains(err.Error(), "nothing listens") {
+		t.Fatalf("after SIGKILL: %v, want the socket left behind with nothing listening", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncbuf.Buffer
 	done := make(chan int, 1)
@@ -614,12 +631,12 @@ func TestIntegrationCtlSocket(t *testing.T) {
 	}
 
 	// Another user: mode 0600 keeps them out, and the peer check too.
-	exe := copyTestBinary(t)
+	shared := copyTestBinary(t)
 	for _, dirOf := range []string{dir, filepath.Dir(stale), filepath.Dir(dir)} {
 		os.Chmod(dirOf, 0o755)
 	}
 	asNobody := func() (int, string) {
-		cmd := exec.Command(exe, "ctl", "--control", stale, "enable")
+		cmd := exec.Command(shared, "ctl", "--control", stale, "enable")
 		cmd.Env = append(os.Environ(), "SIFTR_PROBE_TEST_AS_MAIN=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		b, err := cmd.CombinedOutput()
