@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -220,6 +222,10 @@ func (p *Pipeline) SetLogFile(path string) (*ctl.Change, error) {
 	if path == "" {
 		return nil, setupErr("--logfile needs a path (- for standard output)")
 	}
+	if p.pcap != nil && path != "-" && samePath(path, p.cfg.Pcap) {
+		// Opening it would find it locked, by this very probe.
+		return nil, setupErr("%s is the pcap file (--pcap): give the log a path of its own", path)
+	}
 	p.changeMu.Lock()
 	defer p.changeMu.Unlock()
 	p.mu.Lock()
@@ -243,6 +249,22 @@ func (p *Pipeline) SetLogFile(path string) (*ctl.Change, error) {
 	p.mu.Unlock()
 	p.logf("logfile %s -> %s%s", old, path, changeWhere(c, nil))
 	return ch, nil
+}
+
+// samePath reports whether two paths name one file: the same absolute
+// path, or existing files that are the same.
+func samePath(a, b string) bool {
+	if aa, err := filepath.Abs(a); err == nil {
+		if bb, err := filepath.Abs(b); err == nil && aa == bb {
+			return true
+		}
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // Status says what the run is doing: the settings, whether a cycle logs,
