@@ -40,6 +40,13 @@ const (
 	// watermarkLag is how far behind now an idle watermark stays: a record
 	// reserved in the ring before now may still be being written.
 	watermarkLag = time.Millisecond
+	// idleHoldFor is how long after its packet, in wall time, an inbound
+	// record waits for its confirmation once the ring is empty. holdFor
+	// counts in packet time, which stands still when the traffic stops;
+	// and a segment TCP does not handle on its own (coalesced with
+	// another in the socket's backlog) gets no confirmation: without this,
+	// such a record would hold every later one back until the next packet.
+	idleHoldFor = 100 * time.Millisecond
 )
 
 // Source is the exact state source: eBPF programs at the interface's tc
@@ -340,8 +347,10 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 		now := time.Now()
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded) && !stopping:
-			// By packet time: the reader may be behind the ring.
-			r.expire(r.newest - holdFor)
+			// By packet time: the reader may be behind the ring. The ring
+			// is empty now, so also by wall time, with a wider margin
+			// (idleHoldFor).
+			r.expire(max(r.newest-holdFor, now.Add(-idleHoldFor).UnixNano()))
 			r.flush(now.Add(-watermarkLag).UnixNano())
 			s.tally(e)
 			s.publish(r)
