@@ -74,7 +74,9 @@ type blockReader struct {
 	blocks    int
 	cur       int          // next block to read
 	pkts      []tcp.Packet // reused for every block; len is the capacity in use
-	port      uint16
+	// filter is the port filter frames are checked against once decoded
+	// (the kernel's filter leaves some to user space); SetPort replaces it.
+	filter atomic.Pointer[portFilter]
 	// vlans are the VLAN ids of the captured interface's VLAN devices: an
 	// inbound frame tagged with another id is not the interface's, and the
 	// stack drops it.
@@ -93,11 +95,34 @@ type blockReader struct {
 	_         [64]byte
 }
 
-func newBlockReader(ring []byte, blockSize int, port uint16) blockReader {
-	return blockReader{
+func newBlockReader(ring []byte, blockSize int, port uint16) *blockReader {
+	r := &blockReader{
 		ring: ring, blockSize: blockSize, blocks: len(ring) / blockSize,
-		pkts: make([]tcp.Packet, blockSize/minFrame), port: port,
+		pkts: make([]tcp.Packet, blockSize/minFrame),
 	}
+	r.filter.Store(&portFilter{port: port})
+	return r
+}
+
+// portFilter is the port filter of decoded frames: TCP segments with port
+// (0: any) as source or destination port, and, after a change of port, also
+// those of the previous port captured before the change (see
+// Capture.SetPort).
+type portFilter struct {
+	port uint16
+	// old is the previous port, kept for frames with a capture time before
+	// oldUntil (ns since the Unix epoch); oldUntil 0 keeps none.
+	old      uint16
+	oldUntil int64
+}
+
+// accepts reports whether a segment between ports a and b captured at t
+// passes the filter.
+func (f *portFilter) accepts(a, b uint16, t int64) bool {
+	if f.port == 0 || a == f.port || b == f.port {
+		return true
+	}
+	return t < f.oldUntil && (f.old == 0 || a == f.old || b == f.old)
 }
 
 // blockStatus returns a pointer to the block_status word of block i.
@@ -143,6 +168,7 @@ func (r *blockReader) deliver(id int, h Handler) {
 
 // walk decodes the frames of one block into r.pkts and counts them.
 func (r *blockReader) walk(block []byte) (n int, c walkCounts) {
+	filter := r.filter.Load()
 	numPkts := int(ne.Uint32(block[blockHdrOff+offBlkNumPkts:]))
 	off := int(ne.Uint32(block[blockHdrOff+offBlkFirst:]))
 	for i := 0; i < numPkts; i++ {
@@ -212,10 +238,10 @@ func (r *blockReader) walk(block []byte) (n int, c walkCounts) {
 			// one out before the capture sees it): the frame is for a
 			// stacked VLAN device, not this interface's stack.
 			c.vlan++
-		case err == nil && r.port != 0 && p.Src.Port() != r.port && p.Dst.Port() != r.port:
+		case err == nil && !filter.accepts(p.Src.Port(), p.Dst.Port(), frameTime(th)):
 			c.filtered++
 		case err == nil:
-			p.Time = int64(ne.Uint32(th[offFrameSec:]))*1e9 + int64(ne.Uint32(th[offFrameNsec:]))
+			p.Time = frameTime(th)
 			p.Dir = dir
 			c.dirs[dir]++
 			n++
@@ -229,6 +255,12 @@ func (r *blockReader) walk(block []byte) (n int, c walkCounts) {
 		off += next
 	}
 	return n, c
+}
+
+// frameTime is the capture time of the frame with tpacket3_hdr th, in ns
+// since the Unix epoch.
+func frameTime(th []byte) int64 {
+	return int64(ne.Uint32(th[offFrameSec:]))*1e9 + int64(ne.Uint32(th[offFrameNsec:]))
 }
 
 // parseVLANConfig reads /proc/net/vlan/config ("NAME | VID | LOWER" rows

@@ -64,8 +64,7 @@ func fillBlock(t testing.TB, r *blockReader, i int, frames []fakeFrame) {
 
 func newFakeReader(port uint16) *blockReader {
 	const bs = 64 << 10
-	r := newBlockReader(make([]byte, 2*bs), bs, port)
-	return &r
+	return newBlockReader(make([]byte, 2*bs), bs, port)
 }
 
 // Link and packet types of the test frames (linux/if_arp.h, if_packet.h).

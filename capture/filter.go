@@ -2,6 +2,7 @@ package capture
 
 import (
 	"fmt"
+	"slices"
 
 	"golang.org/x/net/bpf"
 )
@@ -32,8 +33,9 @@ const (
 )
 
 // filterProgram returns the classic BPF program the rings attach: it keeps
-// IPv4 and IPv6 TCP segments with port as source or destination port (any
-// port when port is 0) and cuts them after the TCP header (plus
+// IPv4 and IPv6 TCP segments with one of ports as source or destination port
+// (any port when ports is empty or holds 0; two ports while the port is being
+// changed, see Capture.SetPort) and cuts them after the TCP header (plus
 // linkAllowance), or to filterSnapLen bytes when it leaves the headers to
 // user space. Copying only the headers keeps frames small: about 170 bytes
 // of ring per packet instead of 340, so a ring holds twice as many.
@@ -56,7 +58,10 @@ const (
 //
 // Everything the filter accepts is decoded again in user space, which
 // applies the port filter too and counts what fails it as Stats.Filtered.
-func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
+func filterProgram(ports ...uint16) ([]bpf.RawInstruction, error) {
+	if slices.Contains(ports, 0) {
+		ports = nil
+	}
 	var a asm
 	a.add(bpf.LoadExtension{Num: bpf.ExtProto})
 	a.jeq(etherTypeIPv4, "ipv4", "")
@@ -70,12 +75,7 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.add(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 2}) // flags, fragment offset
 	a.jset(0x1fff, "reject", "")
 	a.add(bpf.LoadMemShift{Off: skfNetOff}) // X = IHL*4
-	if port != 0 {
-		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2})
-		a.jeq(uint32(port), "tcp4len", "")
-		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
-		a.jeq(uint32(port), "", "reject")
-	}
+	a.ports(ports, "tcp4len", "reject")
 	a.label("tcp4len") // snap length: link allowance + IHL*4 + TCP data offset*4
 	a.add(bpf.LoadIndirect{Off: skfNetOff + 12, Size: 1})
 	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
@@ -127,12 +127,7 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.add(bpf.RetConstant{Val: deepSnapLen}) // a longer chain: for user space
 
 	a.label("tcp6") // X = offset of the TCP header
-	if port != 0 {
-		a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2})
-		a.jeq(uint32(port), "tcp6len", "")
-		a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2})
-		a.jeq(uint32(port), "", "reject6")
-	}
+	a.ports(ports, "tcp6len", "reject6")
 	a.label("tcp6len") // snap length: link allowance + X + TCP data offset*4
 	a.add(bpf.LoadIndirect{Off: skfNetOff + 12, Size: 1})
 	a.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
@@ -143,6 +138,25 @@ func filterProgram(port uint16) ([]bpf.RawInstruction, error) {
 	a.label("reject6")
 	a.add(bpf.RetConstant{Val: 0})
 	return a.assemble()
+}
+
+// ports checks the TCP header at X: with ports empty it falls through;
+// otherwise it goes on to accept, which must be the next instruction after
+// it, if the source or destination port is one of ports, and to reject if
+// neither is.
+func (a *asm) ports(ports []uint16, accept, reject string) {
+	if len(ports) == 0 {
+		return
+	}
+	a.add(bpf.LoadIndirect{Off: skfNetOff, Size: 2}) // source port
+	for _, p := range ports {
+		a.jeq(uint32(p), accept, "")
+	}
+	a.add(bpf.LoadIndirect{Off: skfNetOff + 2, Size: 2}) // destination port
+	for _, p := range ports[:len(ports)-1] {
+		a.jeq(uint32(p), accept, "")
+	}
+	a.jeq(uint32(ports[len(ports)-1]), "", reject)
 }
 
 // asm is a tiny assembler for forward conditional jumps to named labels.

@@ -171,24 +171,30 @@ func TestFilter(t *testing.T) {
 		if proto == 0 {
 			proto = binary.BigEndian.Uint16(b[12:])
 		}
-		for _, p := range []uint16{0, port, other} {
-			prog, err := filterProgram(p)
+		// One port, or two while the port is being changed (SetPort):
+		// the union of what each accepts.
+		for _, ps := range [][]uint16{{0}, {port}, {other}, {port, other}, {other, port}, {port, 0}} {
+			want := false
+			for _, p := range ps {
+				want = want || c.want[p]
+			}
+			prog, err := filterProgram(ps...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			got := runFilter(t, prog, b, net, proto)
-			if (got != 0) != c.want[p] {
-				t.Errorf("%s, port %d: filter returned %d, want accepted = %v", c.name, p, got, c.want[p])
+			if (got != 0) != want {
+				t.Errorf("%s, ports %v: filter returned %d, want accepted = %v", c.name, ps, got, want)
 			}
 			if got == 0 {
 				continue
 			}
-			checkSnapLen(t, fmt.Sprintf("%s, port %d", c.name, p), c.f, b, got)
+			checkSnapLen(t, fmt.Sprintf("%s, ports %v", c.name, ps), c.f, b, got)
 			if len(c.f.vlans) == 0 && c.proto == 0 {
 				// A device without a link-layer header (tun): the network
 				// header is at 0 and the filter must give the same answer.
-				if got := runFilter(t, prog, b[ethHeaderLen:], 0, proto); (got != 0) != c.want[p] {
-					t.Errorf("%s, port %d, no link header: filter returned %d, want accepted = %v", c.name, p, got, c.want[p])
+				if got := runFilter(t, prog, b[ethHeaderLen:], 0, proto); (got != 0) != want {
+					t.Errorf("%s, ports %v, no link header: filter returned %d, want accepted = %v", c.name, ps, got, want)
 				}
 			}
 		}

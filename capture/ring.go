@@ -205,6 +205,26 @@ func (c *Capture) Run(ctx context.Context, h Handler) error {
 	return c.sys.run(ctx, h)
 }
 
+// SetPort changes the port filter (Config.Port) while the rings capture,
+// and returns the time of the change (ns since the Unix epoch, the clock of
+// Packet.Time): every frame of the old port that reaches the handler was
+// captured before it, and every frame of the new port captured from the
+// start of the call on reaches the handler.
+//
+// It replaces each ring's kernel filter twice (SO_ATTACH_FILTER swaps a
+// socket's filter atomically): first with one that keeps both ports, on
+// every ring, then with one that keeps the new port only. It then waits
+// until no packet the kernel was filtering with the old programs is left
+// (package rcu), and reads the clock. The old port's frames still in the
+// rings, all captured before that time, are delivered; those the kernel's
+// filter leaves to user space (VLAN tags in the frame) are checked against
+// the same time and counted as Filtered after it. It is safe for
+// concurrent use with Run and Stats; calls are serialized.
+func (c *Capture) SetPort(port uint16) (int64, error) { return c.sys.setPort(port) }
+
+// Port returns the port filter in force.
+func (c *Capture) Port() uint16 { return c.sys.port() }
+
 // Stats returns the counters so far. It is safe for concurrent use, also
 // during Run and after Close (which keeps the final values).
 func (c *Capture) Stats() Stats { return c.sys.stats() }

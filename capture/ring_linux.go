@@ -49,7 +49,7 @@ type sysCapture struct {
 
 // worker is one ring and the state of the goroutine that reads it.
 type worker struct {
-	blockReader
+	*blockReader
 	id   int
 	fd   int
 	file *os.File // owns fd once the ring is bound: waits go through Go's netpoller

@@ -667,3 +667,140 @@ func TestIntegrationStackDiscards(t *testing.T) {
 		t.Errorf("delivered %+v, want the good ACK only", pk)
 	}
 }
+
+// TestIntegrationSetPort changes the port while two connections send, one
+// on each port, and compares with a capture of every port on the same
+// interface: the old port's packets captured before the call are all
+// delivered and none captured after the change; the new port's packets
+// captured after the change are all delivered.
+func TestIntegrationSetPort(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
+	const oldPort, newPort = 7101, 7102
+	ref := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Workers: 1})
+	r := startCapture(t, lab.A.NetNS, Config{Iface: lab.A.Iface, Port: oldPort, Workers: 2})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, port := range []uint16{oldPort, newPort} {
+		var ln net.Listener
+		if err := netns.Do(lab.B.NetNS, func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(lab.B.Addr4, port).String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		wg.Go(func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		})
+		var c net.Conn
+		if err := netns.Do(lab.A.NetNS, func() (err error) { c, err = net.Dial("tcp", ln.Addr().String()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			defer c.Close()
+			buf := make([]byte, 8<<10)
+			for ctx.Err() == nil {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	callStart := time.Now().UnixNano()
+	at, err := r.c.SetPort(newPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.c.Port(); got != newPort {
+		t.Errorf("Port() = %d after SetPort(%d)", got, newPort)
+	}
+	t.Logf("SetPort took %v", time.Duration(time.Now().UnixNano()-callStart))
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	time.Sleep(20 * time.Millisecond)
+	r.stop(t)
+	ref.stop(t)
+	if d := r.c.Stats().KernelDrops + ref.c.Stats().KernelDrops; d != 0 {
+		t.Fatalf("%d ring drops: the comparison needs every packet", d)
+	}
+
+	// Packets of the two captures are matched by their headers, not their
+	// times: each ring stamps its own copy.
+	type key struct {
+		dir      tcp.Direction
+		src, dst netip.AddrPort
+		seq, ack uint32
+		flags    uint8
+		length   uint32
+	}
+	keyOf := func(p *tcp.Packet) key { return key{p.Dir, p.Src, p.Dst, p.Seq, p.Ack, p.Flags, p.PayloadLen} }
+	port := func(p *tcp.Packet) uint16 {
+		if p.Src.Port() == oldPort || p.Dst.Port() == oldPort {
+			return oldPort
+		}
+		if p.Src.Port() == newPort || p.Dst.Port() == newPort {
+			return newPort
+		}
+		return 0
+	}
+	got := map[key]int{}
+	var oldAfter, newAfter, newBefore int
+	for _, p := range r.rec.packets() {
+		got[keyOf(&p)]++
+		switch port(&p) {
+		case oldPort:
+			if p.Time >= at {
+				oldAfter++
+			}
+		case newPort:
+			if p.Time >= at {
+				newAfter++
+			} else {
+				newBefore++
+			}
+		default:
+			t.Fatalf("packet of neither port: %+v", p)
+		}
+	}
+	if oldAfter != 0 {
+		t.Errorf("%d packets of the old port captured after the change were delivered", oldAfter)
+	}
+	if newAfter == 0 {
+		t.Fatal("no packet of the new port after the change")
+	}
+	var missedOld, missedNew, oldRef, newRef int
+	for _, p := range ref.rec.packets() {
+		switch k := keyOf(&p); {
+		case port(&p) == oldPort && p.Time < callStart:
+			oldRef++
+			if got[k] == 0 {
+				missedOld++
+			} else {
+				got[k]--
+			}
+		case port(&p) == newPort && p.Time > at:
+			newRef++
+			if got[k] == 0 {
+				missedNew++
+			} else {
+				got[k]--
+			}
+		}
+	}
+	t.Logf("old port: %d packets before the call; new port: %d after the change (%d delivered), %d during the call", oldRef, newRef, newAfter, newBefore)
+	if missedOld != 0 {
+		t.Errorf("%d of the old port's %d packets captured before the call were not delivered", missedOld, oldRef)
+	}
+	if missedNew != 0 {
+		t.Errorf("%d of the new port's %d packets captured after the change were not delivered", missedNew, newRef)
+	}
+}

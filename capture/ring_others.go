@@ -22,4 +22,10 @@ func (*sysCapture) run(context.Context, Handler) error {
 
 func (*sysCapture) stats() Stats { return Stats{} }
 
+func (*sysCapture) setPort(uint16) (int64, error) {
+	return 0, fmt.Errorf("capture: not supported on %s", runtime.GOOS)
+}
+
+func (*sysCapture) port() uint16 { return 0 }
+
 func (*sysCapture) close() error { return nil }

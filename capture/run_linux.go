@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/siftr-probe/siftr-probe/internal/rcu"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
@@ -282,7 +283,7 @@ func (s *sysCapture) release() error {
 
 func (w *worker) release() error {
 	var errs []error
-	if w.ring != nil {
+	if w.blockReader != nil && w.ring != nil {
 		errs = append(errs, os.NewSyscallError("munmap", unix.Munmap(w.ring)))
 		w.ring = nil
 	}
@@ -295,4 +296,70 @@ func (w *worker) release() error {
 		w.fd = -1
 	}
 	return errors.Join(errs...)
+}
+
+// setPort changes the port filter of every ring; see Capture.SetPort.
+func (s *sysCapture) setPort(port uint16) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("capture: set port on %s: %w", s.cfg.Iface, net.ErrClosed)
+	}
+	old := s.cfg.Port
+	if port == old {
+		return time.Now().UnixNano(), nil
+	}
+	// While the kernel's filters change, user space keeps both ports.
+	both := &portFilter{port: port, old: old, oldUntil: math.MaxInt64}
+	for _, w := range s.workers {
+		w.filter.Store(both)
+	}
+	err := s.attach(old, port)
+	if err == nil {
+		err = s.attach(port)
+	}
+	if err != nil {
+		// Back to the old port, as far as the kernel lets us.
+		s.attach(old)
+		for _, w := range s.workers {
+			w.filter.Store(&portFilter{port: old})
+		}
+		return 0, fmt.Errorf("capture: set port on %s: %w", s.cfg.Iface, err)
+	}
+	// Every packet the kernel filtered with the old programs is in its
+	// ring once the grace period is over, stamped before now.
+	rcu.Synchronize()
+	t := time.Now().UnixNano()
+	after := &portFilter{port: port, old: old, oldUntil: t}
+	for _, w := range s.workers {
+		w.filter.Store(after)
+	}
+	s.cfg.Port = port
+	return t, nil
+}
+
+// attach replaces every ring's kernel filter with one that keeps ports.
+// The caller holds s.mu.
+func (s *sysCapture) attach(ports ...uint16) error {
+	prog, err := filterProgram(ports...)
+	if err != nil {
+		return err
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fp := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	for _, w := range s.workers {
+		if err := unix.SetsockoptSockFprog(w.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+			return fmt.Errorf("ring %d: %w", w.id, os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err))
+		}
+	}
+	return nil
+}
+
+func (s *sysCapture) port() uint16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Port
 }

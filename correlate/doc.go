@@ -61,5 +61,6 @@
 //
 // Engine methods for different producers may run concurrently; the calls
 // for one producer (Stated, and a Resolver's Block and Idle) must be
-// sequential. Counts, Flows, Stats and Prune are safe for concurrent use.
+// sequential. Counts, Flows, Stats, Prune, SetPPL, PPL and Sampled are safe
+// for concurrent use.
 package correlate

@@ -3,6 +3,7 @@ package correlate
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,10 +55,14 @@ type Stats struct {
 // its own and starts no goroutine. See the package doc.
 type Engine struct {
 	cfg   Config
-	ppl   uint64
 	sink  Sink
 	flows *flowTable
 	prods []producer
+
+	// ppl and epoch are the sampling rate and its generation (see
+	// SetPPL): read by sample under its producer's mu, written under
+	// every producer's.
+	ppl, epoch uint64
 
 	rejected, reuses atomic.Uint64
 	origin           atomic.Pointer[Origin] // Config.Origin, or SetOrigin's
@@ -69,6 +74,9 @@ type producer struct {
 	// counts is published with atomic adds: a producer's packets may be
 	// counted from two goroutines (a resolver's capture and lookup sides).
 	counts [numCounts][2]atomic.Uint64
+	// mu is held by sample for a whole block and by SetPPL, which takes
+	// every producer's: a change of ppl falls between two blocks.
+	mu sync.Mutex
 	// last is the previous packet's flow on the calling goroutine that
 	// owns it (Sample's or Stated's caller): consecutive packets of one
 	// flow skip the table's locks.
@@ -83,6 +91,7 @@ const (
 	cMalloc
 	cTCPCB
 	cInPCB
+	cSampled // kept by sampling, for a lookup (not one of SIFTR's counts)
 	numCounts
 )
 
@@ -150,6 +159,9 @@ type sampledPkt struct {
 // Resolver). Calls for one producer must be sequential.
 func (e *Engine) sample(p int, pkts []tcp.Packet, keep []sampledPkt) []sampledPkt {
 	pr := &e.prods[p]
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	ppl, epoch := e.ppl, e.epoch
 	var t tally
 	for i := range pkts {
 		pk := &pkts[i]
@@ -164,10 +176,11 @@ func (e *Engine) sample(p int, pkts []tcp.Packet, keep []sampledPkt) []sampledPk
 			t.add(cMalloc, d)
 			continue
 		}
-		if n := f.count.Add(1); e.ppl > 1 && n%e.ppl != 0 {
+		if ppl > 1 && advance(f, epoch)%ppl != 0 {
 			t.add(cSampledOut, d)
 			continue
 		}
+		t.add(cSampled, d)
 		keep = append(keep, sampledPkt{*pk, f})
 	}
 	pr.publish(&t)

@@ -478,3 +478,78 @@ func frame(dst net.HardwareAddr, client netip.AddrPort, seq uint32, pre, post fu
 	eth = append(eth, 0x08, 0x00)
 	return append(eth, ip...)
 }
+
+// TestIntegrationChange changes ppl and then the port while two
+// connections send, one on each port: each period's counts are exact (a
+// socket keeps floor(its segments/ppl) of them), the identity holds over
+// the run, and no record of the old port is later than the port change.
+func TestIntegrationChange(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 50e6})
+	listen(t, &lab.B, "10.77.0.2:5201")
+	listen(t, &lab.B, "10.77.0.2:5202")
+	src := open(t, &lab.A, Config{Port: 5201})
+	r := start(t, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, addr := range []string{"10.77.0.2:5201", "10.77.0.2:5202"} {
+		var c net.Conn
+		if err := lab.A.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { defer c.Close(); traffic.Send(ctx, c, 0) })
+	}
+	period := func() { time.Sleep(300 * time.Millisecond) }
+	period()
+	_, p1, err := src.Change(10, 5201)
+	if err != nil {
+		t.Fatal(err)
+	}
+	period()
+	_, p2, err := src.Change(1, 5201)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ppl, port := src.Settings(); ppl != 1 || port != 5201 {
+		t.Errorf("Settings() = %d, %d, want 1, 5201", ppl, port)
+	}
+	period()
+	at, p3, err := src.Change(1, 5202)
+	if err != nil {
+		t.Fatal(err)
+	}
+	period()
+	p4 := src.Sampled()
+	cancel()
+	wg.Wait()
+	recs, c := r.finish(t)
+	checkIdentity(t, recs, c)
+	sum := func(a [2]uint64) uint64 { return a[0] + a[1] }
+	for i, p := range []struct {
+		c   correlate.SampleCounts
+		ppl uint64
+	}{{p1, 1}, {p2, 10}, {p3, 1}, {p4, 1}} {
+		kept, out := sum(p.c.Sampled), sum(p.c.SampledOut)
+		t.Logf("period %d (ppl %d): %d packets, %d sampled out, %d written", i+1, p.ppl, sum(p.c.Packets), out, kept)
+		if kept == 0 || kept != (kept+out)/p.ppl {
+			t.Errorf("period %d (ppl %d): %d written, %d sampled out: want floor(%d/%d) written",
+				i+1, p.ppl, kept, out, kept+out, p.ppl)
+		}
+	}
+	var late, newPort int
+	for _, rec := range recs {
+		switch rec.Pkt.Remote().Port() {
+		case 5201:
+			if rec.Pkt.Time >= at {
+				late++
+			}
+		case 5202:
+			newPort++
+		}
+	}
+	if late != 0 {
+		t.Errorf("%d records of the old port later than the change", late)
+	}
+	if newPort == 0 {
+		t.Error("no record of the new port")
+	}
+}

@@ -26,4 +26,11 @@ func (*Source) Run(context.Context, *correlate.Engine) error {
 	return errors.New("exact: not supported")
 }
 func (*Source) Stats() Stats { return Stats{} }
-func (*Source) Close() error { return nil }
+
+// Change fails: exact mode needs Linux.
+func (*Source) Change(uint32, uint16) (int64, correlate.SampleCounts, error) {
+	return 0, correlate.SampleCounts{}, errors.New("exact: not supported")
+}
+func (*Source) Sampled() correlate.SampleCounts { return correlate.SampleCounts{} }
+func (*Source) Settings() (uint32, uint16)      { return 0, 0 }
+func (*Source) Close() error                    { return nil }

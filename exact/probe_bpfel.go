@@ -20,6 +20,7 @@ type probeConfig struct {
 	Enabled uint8
 	L2len   uint8
 	WakeNs  uint32
+	Gen     uint32
 }
 
 type probeEvent struct {
@@ -112,6 +113,7 @@ const (
 	probeMapCounters      = "counters"
 	probeMapEvents        = "events"
 	probeMapSettings      = "settings"
+	probeMapSlot          = "slot"
 	probeMapSocks         = "socks"
 	probeMapWakes         = "wakes"
 	probeProgSiftrEgress  = "siftr_egress"
@@ -175,6 +177,7 @@ type probeMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Settings *ebpf.MapSpec `ebpf:"settings"`
+	Slot     *ebpf.MapSpec `ebpf:"slot"`
 	Socks    *ebpf.MapSpec `ebpf:"socks"`
 	Wakes    *ebpf.MapSpec `ebpf:"wakes"`
 }
@@ -210,6 +213,7 @@ type probeMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Settings *ebpf.Map `ebpf:"settings"`
+	Slot     *ebpf.Map `ebpf:"slot"`
 	Socks    *ebpf.Map `ebpf:"socks"`
 	Wakes    *ebpf.Map `ebpf:"wakes"`
 }
@@ -219,6 +223,7 @@ func (m *probeMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Settings,
+		m.Slot,
 		m.Socks,
 		m.Wakes,
 	)

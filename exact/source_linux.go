@@ -21,6 +21,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/monoclock"
 	"github.com/siftr-probe/siftr-probe/internal/netns"
+	"github.com/siftr-probe/siftr-probe/internal/rcu"
 )
 
 // ErrNoInterface is wrapped by the error Open returns when Config.Iface
@@ -39,6 +40,13 @@ const (
 	// watermarkLag is how far behind now an idle watermark stays: a record
 	// reserved in the ring before now may still be being written.
 	watermarkLag = time.Millisecond
+	// idleHoldFor is how long after its packet, in wall time, an inbound
+	// record waits for its confirmation once the ring is empty. holdFor
+	// counts in packet time, which stands still when the traffic stops;
+	// and a segment TCP does not handle on its own (coalesced with
+	// another in the socket's backlog) gets no confirmation: without this,
+	// such a record would hold every later one back until the next packet.
+	idleHoldFor = 100 * time.Millisecond
 )
 
 // Source is the exact state source: eBPF programs at the interface's tc
@@ -57,6 +65,15 @@ type Source struct {
 	// sockets get the state TCP met (see reader).
 	confirm link.Link
 	rd      *ringbuf.Reader
+
+	// mu guards the settings: cfg.PPL, cfg.Port, slot, gen and base.
+	mu sync.Mutex
+	// slot is the settings slot in force (see bpf/probe.bpf.c), gen the
+	// generation of its ppl setting.
+	slot, gen uint32
+	// base are the counters of each slot when it came into force: its
+	// counts under the settings since then are the difference.
+	base [2][2][numReasons]uint64
 
 	closeOnce sync.Once
 	detached  atomic.Bool
@@ -179,17 +196,106 @@ func linkHeaderLen(encap string) uint8 {
 	return 0xff
 }
 
-// configure writes the programs' settings; enabled false stops them from
-// counting and writing anything.
+// configure writes the settings in force, s.cfg's in the current slot;
+// enabled false stops the programs from counting and writing anything. The
+// caller holds s.mu, or is Open.
 func (s *Source) configure(enabled bool) error {
-	cfg := probeConfig{Ppl: s.cfg.PPL, Port: s.cfg.Port, L2len: s.l2len, WakeNs: uint32(wakeEvery)}
+	if err := s.objs.Settings.Put(s.slot, s.settings(enabled)); err != nil {
+		return fmt.Errorf("exact: write settings: %w", err)
+	}
+	if err := s.objs.Slot.Put(uint32(0), s.slot); err != nil {
+		return fmt.Errorf("exact: write settings slot: %w", err)
+	}
+	return nil
+}
+
+func (s *Source) settings(enabled bool) *probeConfig {
+	cfg := &probeConfig{Ppl: s.cfg.PPL, Port: s.cfg.Port, L2len: s.l2len, WakeNs: uint32(wakeEvery), Gen: s.gen}
 	if enabled {
 		cfg.Enabled = 1
 	}
-	if err := s.objs.Settings.Put(uint32(0), &cfg); err != nil {
-		return fmt.Errorf("exact: write settings: %w", err)
+	return cfg
+}
+
+// Change sets the programs' ppl (0 means 1) and port filter while they
+// run. It returns the time of the change (ns since the Unix epoch): every
+// segment counted under the old settings was seen before it, and every
+// record of the old port the probe reads has an earlier time. It also
+// returns what sampling did under the old settings, final: the packets
+// they counted, sampled out and wrote. A change of ppl restarts every
+// socket's count, so that a socket with n segments between two changes
+// has floor(n/ppl) of them written.
+//
+// The new settings go to the slot not in force, the programs are switched
+// to it, and Change waits for an RCU grace period (package rcu): programs
+// that read the old settings have all finished, and their counts, kept per
+// slot, are complete. It is safe for concurrent use with Run and Stats.
+func (s *Source) Change(ppl uint32, port uint16) (int64, correlate.SampleCounts, error) {
+	if ppl == 0 {
+		ppl = 1
 	}
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.detached.Load() {
+		return 0, correlate.SampleCounts{}, errors.New("exact: change settings: programs detached")
+	}
+	next := 1 - s.slot
+	// Nothing counts under the slot not in force: its counters now are
+	// the base of the next period.
+	nb, err := s.readSlot(next)
+	if err != nil {
+		return 0, correlate.SampleCounts{}, err
+	}
+	old := s.cfg
+	s.cfg.PPL, s.cfg.Port = ppl, port
+	gen := s.gen
+	if ppl != old.PPL {
+		gen++
+	}
+	cfg := &probeConfig{Ppl: ppl, Port: port, L2len: s.l2len, WakeNs: uint32(wakeEvery), Gen: gen, Enabled: 1}
+	if err := s.objs.Settings.Put(next, cfg); err != nil {
+		s.cfg = old
+		return 0, correlate.SampleCounts{}, fmt.Errorf("exact: write settings: %w", err)
+	}
+	if err := s.objs.Slot.Put(uint32(0), next); err != nil {
+		s.cfg = old
+		return 0, correlate.SampleCounts{}, fmt.Errorf("exact: write settings slot: %w", err)
+	}
+	rcu.Synchronize()
+	at := time.Now().UnixNano()
+	prev := s.slot
+	s.slot, s.gen, s.base[next] = next, gen, nb
+	k, err := s.readSlot(prev)
+	if err != nil {
+		return at, correlate.SampleCounts{}, err
+	}
+	var c correlate.SampleCounts
+	for d := range 2 {
+		b := &s.base[prev][d]
+		c.Packets[d] = k[d][reasonPackets] - b[reasonPackets]
+		c.SampledOut[d] = k[d][reasonSampledOut] - b[reasonSampledOut]
+		c.Sampled[d] = k[d][reasonRecords] - b[reasonRecords]
+	}
+	return at, c, nil
+}
+
+// Sampled returns what sampling did under the settings in force so far,
+// as Change returns it for a period that ended.
+func (s *Source) Sampled() correlate.SampleCounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c correlate.SampleCounts
+	k, err := s.readSlot(s.slot)
+	if err != nil {
+		return c
+	}
+	for d := range 2 {
+		b := &s.base[s.slot][d]
+		c.Packets[d] = k[d][reasonPackets] - b[reasonPackets]
+		c.SampledOut[d] = k[d][reasonSampledOut] - b[reasonSampledOut]
+		c.Sampled[d] = k[d][reasonRecords] - b[reasonRecords]
+	}
+	return c
 }
 
 // Producers implements correlate.Source: one ring buffer, one producer.
@@ -241,8 +347,10 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 		now := time.Now()
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded) && !stopping:
-			// By packet time: the reader may be behind the ring.
-			r.expire(r.newest - holdFor)
+			// By packet time: the reader may be behind the ring. The ring
+			// is empty now, so also by wall time, with a wider margin
+			// (idleHoldFor).
+			r.expire(max(r.newest-holdFor, now.Add(-idleHoldFor).UnixNano()))
 			r.flush(now.Add(-watermarkLag).UnixNano())
 			s.tally(e)
 			s.publish(r)
@@ -275,7 +383,9 @@ func (s *Source) publish(r *reader) {
 // stop disables the programs and detaches them; once it returns, no
 // program runs any more (detaching waits for running ones to finish).
 func (s *Source) stop() {
+	s.mu.Lock()
 	s.configure(false)
+	s.mu.Unlock()
 	s.detach()
 }
 
@@ -338,12 +448,29 @@ func (s *Source) tally(e *correlate.Engine) {
 	e.Tally(0, &delta)
 }
 
-// readCounters sums the programs' per-CPU counters.
+// readCounters sums the programs' per-CPU counters of both settings slots.
 func (s *Source) readCounters() ([2][numReasons]uint64, error) {
 	var sum [2][numReasons]uint64
+	for slot := range uint32(2) {
+		k, err := s.readSlot(slot)
+		if err != nil {
+			return sum, err
+		}
+		for d := range 2 {
+			for r := range numReasons {
+				sum[d][r] += k[d][r]
+			}
+		}
+	}
+	return sum, nil
+}
+
+// readSlot sums the per-CPU counters of one settings slot.
+func (s *Source) readSlot(slot uint32) ([2][numReasons]uint64, error) {
+	var sum [2][numReasons]uint64
 	var per []probeTally
-	if err := s.objs.Counters.Lookup(uint32(0), &per); err != nil {
-		return sum, err
+	if err := s.objs.Counters.Lookup(slot, &per); err != nil {
+		return sum, fmt.Errorf("exact: read counters: %w", err)
 	}
 	for _, t := range per {
 		for d := range 2 {
@@ -353,6 +480,13 @@ func (s *Source) readCounters() ([2][numReasons]uint64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// Settings returns the ppl and port filter in force.
+func (s *Source) Settings() (ppl uint32, port uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.PPL, s.cfg.Port
 }
 
 // Stats returns the source's counters. It is safe for concurrent use.

@@ -43,11 +43,17 @@ type PcapConfig struct {
 }
 
 // Pcap is an open pcapng file for a Writer (WriterConfig.Pcap), which owns
-// it from OpenWriter on and closes it with its log.
+// it from OpenWriter on and closes it with its log; or, with
+// WriterConfig.KeepPcap, for a succession of Writers, one at a time, each
+// adding to the file where the one before stopped, and closed by its
+// opener.
 type Pcap struct {
 	cfg    PcapConfig
 	sink   *sink
 	header []byte
+	// headed: the section and interface blocks are in the open file (the
+	// Writer using it owns it, as its sink).
+	headed bool
 }
 
 // pcapRules are the pcap file's: whole blocks, replaced at open.
@@ -74,8 +80,24 @@ func OpenPcap(cfg *PcapConfig) (*Pcap, error) {
 	return &Pcap{cfg: *cfg, sink: s, header: hdr}, nil
 }
 
-// Close closes a Pcap that was never handed to a Writer. It is idempotent.
+// Close closes a Pcap that was never handed to a Writer, or whose Writers
+// were opened with KeepPcap (once they are closed). It is idempotent.
 func (p *Pcap) Close() error { return p.sink.Close() }
+
+// Reopen reopens the pcap path, as Writer.Reopen does, while no Writer
+// uses the Pcap (between the Writers of WriterConfig.KeepPcap): if the file
+// was renamed or removed, a new one is created, and the next Writer starts
+// it with its section and interface blocks.
+func (p *Pcap) Reopen() error {
+	reopened, err := p.sink.Reopen()
+	if reopened {
+		p.headed = false
+	}
+	if err != nil {
+		return fmt.Errorf("output: reopen pcap: %w", err)
+	}
+	return nil
+}
 
 // pcapSnapLen is the interface's snap length: the longest headers written
 // (IPv6 and TCP).

@@ -487,3 +487,101 @@ func BenchmarkSubmitPackets(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(blk)), "ns/packet")
 }
+
+// TestWriterKeepPcap hands one pcap file to three writers in turn, as the
+// logging cycles of a run do: the file has its section and interface
+// blocks once and every writer's packets, each writer counts its own
+// share, and a Reopen between two writers to a new file gives the new one
+// its own blocks.
+func TestWriterKeepPcap(t *testing.T) {
+	dir := t.TempDir()
+	p, path := openPcapTest(t, false)
+	defer p.Close()
+	r := goldenRecords()[0].rec
+	var total uint64
+	cycle := func(first int64, n int) {
+		t.Helper()
+		w := openTest(t, &WriterConfig{Path: filepath.Join(dir, "log"), Workers: 1, Delay: -1, Pcap: p, KeepPcap: true})
+		if err := w.Start(&Header{}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			r.Pkt.Time = first + int64(i)
+			w.Submit(0, []correlate.Record{r}, r.Pkt.Time)
+		}
+		if err := w.Close(nil); err != nil {
+			t.Fatal(err)
+		}
+		st := w.Stats().Pcap
+		if st.Packets != uint64(n) || st.Lost != 0 {
+			t.Errorf("writer from %d: pcap %+v, want %d packets", first, st, n)
+		}
+		total += st.Bytes
+	}
+	cycle(1, 10)
+	cycle(100, 5)
+	f := readPcap(t, path)
+	b, _ := os.ReadFile(path)
+	if len(f.Packets) != 15 || int(total) != len(b) || strings.Count(string(b), string(p.header)) != 1 {
+		t.Errorf("%d packets, %d bytes (writers counted %d), section blocks %d times; want 15 packets, the blocks once",
+			len(f.Packets), len(b), total, strings.Count(string(b), string(p.header)))
+	}
+	// Rotated while no writer uses it: the next writer starts a new file.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	cycle(200, 3)
+	if f := readPcap(t, path); len(f.Packets) != 3 {
+		t.Errorf("new file: %d packets, want 3", len(f.Packets))
+	}
+	if f := readPcap(t, path+".1"); len(f.Packets) != 15 {
+		t.Errorf("rotated file: %d packets, want 15", len(f.Packets))
+	}
+	// The file stays open after its writers: its opener closes it.
+	if _, err := p.sink.Write(nil); err != nil || p.sink.file == nil {
+		t.Errorf("pcap file closed by a writer with KeepPcap (%v)", err)
+	}
+}
+
+// TestWriterPcapSetPath checks that the pcap file follows a log switch as
+// it follows Reopen: reopened at its own path, a new file if it was
+// renamed; and that a switch that fails changes neither file.
+func TestWriterPcapSetPath(t *testing.T) {
+	dir := t.TempDir()
+	p, pp := openPcapTest(t, false)
+	w := openTest(t, &WriterConfig{Path: filepath.Join(dir, "a.log"), Workers: 1, Delay: -1, Pcap: p})
+	if err := w.Start(&Header{}); err != nil {
+		t.Fatal(err)
+	}
+	r := goldenRecords()[0].rec
+	submit := func(first int64, n int) {
+		for i := range n {
+			r.Pkt.Time = first + int64(i)
+			w.Submit(0, []correlate.Record{r}, r.Pkt.Time)
+		}
+		waitFor(t, "records written", func() bool { st := w.Stats(); return st.Records == uint64(first-1+int64(n)) })
+	}
+	submit(1, 4)
+	if err := w.SetPath(filepath.Join(dir, "missing", "b.log")); err == nil {
+		t.Fatal("SetPath to a missing directory succeeded")
+	}
+	if err := os.Rename(pp, pp+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetPath(filepath.Join(dir, "b.log")); err != nil {
+		t.Fatal(err)
+	}
+	submit(5, 6)
+	if err := w.Close(nil); err != nil {
+		t.Fatal(err)
+	}
+	if f := readPcap(t, pp+".1"); len(f.Packets) != 4 {
+		t.Errorf("pcap file before the switch: %d packets, want 4", len(f.Packets))
+	}
+	if f := readPcap(t, pp); len(f.Packets) != 6 {
+		t.Errorf("pcap file after the switch: %d packets, want 6", len(f.Packets))
+	}
+}

@@ -48,7 +48,8 @@ type pcapState struct {
 	ends    []int  // end offset in buf of each packet block
 	states  []bool // whether each packet block in buf has a record's state
 	warned  bool
-	started bool // the section and interface blocks were written (Start)
+	started bool   // the Writer started (the file has its section and interface blocks)
+	bytes0  uint64 // the file's bytes before this Writer (WriterConfig.KeepPcap)
 
 	// All: the merge of submitted packets (records with a nil Snap) and
 	// of the records the log released (pend), in packet-time order.
@@ -68,7 +69,7 @@ type pcapEntry struct {
 }
 
 func newPcapState(w *Writer, p *Pcap, workers int) *pcapState {
-	ps := &pcapState{p: p, all: p.cfg.All, buf: make([]byte, 0, flushSize+64<<10)}
+	ps := &pcapState{p: p, all: p.cfg.All, buf: make([]byte, 0, flushSize+64<<10), bytes0: p.sink.bytes.Load()}
 	if !ps.all {
 		return ps
 	}
@@ -315,11 +316,15 @@ func (w *Writer) writePcap() {
 	ps.states = ps.states[:0]
 }
 
-// pcapStart writes the section and interface blocks.
+// pcapStart writes the section and interface blocks, unless the file has
+// them already (a Writer before this one wrote them: KeepPcap).
 func (w *Writer) pcapStart() {
 	ps := w.pcap
 	ps.started = true
-	ps.buf = append(ps.buf, ps.p.header...)
+	if !ps.p.headed {
+		ps.p.headed = true
+		ps.buf = append(ps.buf, ps.p.header...)
+	}
 	w.writePcap()
 }
 
@@ -328,8 +333,11 @@ func (w *Writer) pcapStart() {
 func (w *Writer) pcapReopen() error {
 	w.writePcap()
 	reopened, err := w.pcap.p.sink.Reopen()
-	if reopened && w.pcap.started {
-		w.pcapStart()
+	if reopened {
+		w.pcap.p.headed = false
+		if w.pcap.started {
+			w.pcapStart()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("output: reopen pcap: %w", err)
@@ -356,7 +364,7 @@ func (w *Writer) pcapStats() PcapStats {
 	return PcapStats{
 		Packets:     ps.packets.Load(),
 		Stated:      ps.stated.Load(),
-		Bytes:       ps.p.sink.bytes.Load(),
+		Bytes:       ps.p.sink.bytes.Load() - ps.bytes0,
 		Dropped:     ps.dropped.Load(),
 		Held:        int(ps.heldN.Load()),
 		Forced:      ps.forced.Load(),

@@ -32,12 +32,13 @@ import (
 // A sink is used by one goroutine at a time; Bytes is safe for concurrent
 // use.
 type sink struct {
-	rules *sinkRules
-	path  string   // the log path, for Reopen and messages
-	file  *os.File // nil when writing to standard output
-	out   io.Writer
-	torn  bool // a failed write left a partial line that could not be removed
-	warn  func(string)
+	rules  *sinkRules
+	path   string   // the log path, for Reopen and messages
+	file   *os.File // nil when writing to standard output
+	out    io.Writer
+	stdout io.Writer // standard output, for path "-"
+	torn   bool      // a failed write left a partial line that could not be removed
+	warn   func(string)
 
 	unlinkedWarned bool
 	bytes          atomic.Uint64 // bytes in the output, headers and newlines included
@@ -75,12 +76,12 @@ func openSink(path string, stdout io.Writer, warn func(string)) (*sink, error) {
 
 // openSinkRules opens path ("-" = stdout) under rules, locked.
 func openSinkRules(path string, rules *sinkRules, stdout io.Writer, warn func(string)) (*sink, error) {
-	s := &sink{rules: rules, path: path, warn: warn}
+	s := &sink{rules: rules, path: path, warn: warn, stdout: stdout}
+	if s.stdout == nil {
+		s.stdout = os.Stdout
+	}
 	if path == "-" {
-		s.out = stdout
-		if s.out == nil {
-			s.out = os.Stdout
-		}
+		s.out = s.stdout
 		return s, nil
 	}
 	f, err := openLocked(path, rules)
@@ -222,6 +223,46 @@ func (s *sink) Reopen() (bool, error) {
 		return true, fmt.Errorf("output: close rotated %s %s: %w", s.rules.what, s.path, err)
 	}
 	return true, nil
+}
+
+// Switch makes path ("-": standard output) the log: the new file is opened
+// (and locked) first, then the old one is closed; if the new one cannot be
+// opened, nothing changes. A path that names the open file already only
+// reopens it, as Reopen does.
+func (s *sink) Switch(path string) error {
+	if path == s.path {
+		_, err := s.Reopen()
+		return err
+	}
+	if s.file != nil && path != "-" {
+		// Another name of the open file (a relative and an absolute path):
+		// opening it again would find it locked, by this very sink.
+		cur, err1 := s.file.Stat()
+		fi, err2 := os.Lstat(path)
+		if err1 == nil && err2 == nil && os.SameFile(cur, fi) {
+			s.path = path
+			return nil
+		}
+	}
+	var f *os.File
+	out := s.stdout
+	if path != "-" {
+		var err error
+		if f, err = openLocked(path, s.rules); err != nil {
+			return err
+		}
+		out = f
+	}
+	old := s.file
+	s.path, s.file, s.out = path, f, out
+	s.torn = false
+	s.unlinkedWarned = false
+	if old != nil {
+		if err := old.Close(); err != nil {
+			return fmt.Errorf("output: close previous %s: %w", s.rules.what, err)
+		}
+	}
+	return nil
 }
 
 // samePath reports whether the log path still names the open file.

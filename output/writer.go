@@ -1,6 +1,7 @@
 package output
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -84,6 +85,13 @@ type WriterConfig struct {
 	// Close. Its write errors are counted in WriterStats.Pcap and returned
 	// by PcapErr, not by Err or Close.
 	Pcap *Pcap
+	// KeepPcap leaves Pcap open at Close (and when OpenWriter fails): its
+	// opener closes it (Pcap.Close) once no Writer uses it. Writers that
+	// use one Pcap in turn, each closed before the next one starts, add to
+	// one file, whose section and interface blocks are written once (again
+	// after a Reopen to a new file). PcapStats then count this Writer's
+	// share of the file.
+	KeepPcap bool
 }
 
 // WriterStats are a Writer's counters. All counts are since OpenWriter.
@@ -147,8 +155,8 @@ var ErrClosed = errors.New("output: writer closed")
 //
 // Submit and Advance are safe for concurrent use by different workers; the
 // calls for one worker must be sequential. Stats and Err are safe for
-// concurrent use with everything. Start, Reopen and Close may be called from
-// any goroutine.
+// concurrent use with everything. Start, Reopen, SetPath, Path, Sync and
+// Close may be called from any goroutine.
 //
 // # Write errors
 //
@@ -169,6 +177,7 @@ type Writer struct {
 	batchCap      int
 	maxHeld       int
 	flushInterval time.Duration
+	keepPcap      bool // WriterConfig.KeepPcap
 
 	// reserved packs the batches (high 32 bits) and records (low 32 bits)
 	// queued or being queued; it bounds the queue.
@@ -182,12 +191,14 @@ type Writer struct {
 	slotMu   sync.Mutex // guards slots
 	slots    []bool     // reserved producers
 	wake     chan struct{}
-	reopenc  chan chan error
+	reopenc  chan reopenReq
+	syncc    chan *syncReq
 	closing  chan struct{}
 	done     chan struct{}
 
-	mu      sync.Mutex // guards state, footer and, before Start, file and out
+	mu      sync.Mutex // guards state, footer, path and, before Start, file and out
 	state   int        // stateNew, stateRunning, stateClosed
+	path    string     // the log's path
 	footer  func() *Footer
 	closeMu sync.Mutex // serializes Close
 	closeEr error
@@ -205,6 +216,7 @@ type Writer struct {
 	pcap      *pcapState              // nil without a pcap file
 	emitFn    func(*correlate.Record) // w.emit, made once
 	doneFn    func(*batch)            // w.putBatch, made once
+	syncs     []*syncReq              // Sync calls waiting
 
 	records, rejected, forced, late atomic.Uint64
 	writeErrors, lost               atomic.Uint64
@@ -254,7 +266,7 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 	if cfg == nil {
 		return nil, errors.New("output: nil WriterConfig")
 	}
-	if cfg.Pcap != nil {
+	if cfg.Pcap != nil && !cfg.KeepPcap {
 		defer func() {
 			if err != nil {
 				cfg.Pcap.Close()
@@ -274,6 +286,7 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 		flushInterval: cfg.FlushInterval,
 		onRecord:      cfg.OnRecord,
 		onWarning:     cfg.OnWarning,
+		keepPcap:      cfg.KeepPcap,
 	}
 	if w.format == nil {
 		w.format = SIFTR()
@@ -310,6 +323,7 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 		return nil, err
 	}
 	w.sink = s
+	w.path = cfg.Path
 	w.merge = newMerge(w.delay, w.maxHeld)
 	w.emitFn = w.emit
 	w.doneFn = w.putBatch
@@ -327,7 +341,8 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 	}
 	w.cur = make([]int64, cfg.Workers)
 	w.wake = make(chan struct{}, 1)
-	w.reopenc = make(chan chan error)
+	w.reopenc = make(chan reopenReq)
+	w.syncc = make(chan *syncReq)
 	w.closing = make(chan struct{})
 	w.done = make(chan struct{})
 	w.buf = make([]byte, 0, flushSize+64<<10)
@@ -517,8 +532,10 @@ func (w *Writer) run() {
 			if w.pcap != nil {
 				w.writePcap()
 			}
-		case rc := <-w.reopenc:
-			rc <- w.reopen()
+		case rq := <-w.reopenc:
+			rq.done <- w.reopen(rq.path)
+		case rq := <-w.syncc:
+			w.syncs = append(w.syncs, rq)
 		case <-w.closing:
 			w.finish()
 			return
@@ -557,6 +574,36 @@ func (w *Writer) step() {
 	if w.pcap != nil && w.pcap.all {
 		w.pcapStep(false)
 	}
+	if len(w.syncs) > 0 {
+		w.syncDone(w.merge.limit(w.cur))
+	}
+}
+
+// syncReq is a Sync call waiting for the records before t to be written.
+type syncReq struct {
+	t    int64
+	done chan struct{}
+}
+
+// syncDone ends the Sync calls whose records the watermarks released,
+// those before limit, once they are written out.
+func (w *Writer) syncDone(limit int64) {
+	flushed := false
+	k := 0
+	for _, rq := range w.syncs {
+		if rq.t-1 > limit { // a record at t-1 may still be held
+			w.syncs[k] = rq
+			k++
+			continue
+		}
+		if !flushed && len(w.buf) > 0 {
+			w.writeOut()
+		}
+		flushed = true
+		close(rq.done)
+	}
+	clear(w.syncs[k:])
+	w.syncs = w.syncs[:k]
 }
 
 // syncCounts publishes the merge's counters for Stats.
@@ -607,6 +654,10 @@ func (w *Writer) finish() {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
+	for _, rq := range w.syncs {
+		close(rq.done)
+	}
+	w.syncs = nil
 }
 
 // emit formats a record the merge released.
@@ -669,7 +720,39 @@ func (w *Writer) Err() error { return w.loadErr() }
 // the two files switch at the same record; with All, the packets still
 // held for ordering (normally a few milliseconds' worth) go to the new
 // pcap file. Safe to call from any goroutine.
-func (w *Writer) Reopen() error {
+func (w *Writer) Reopen() error { return w.reopenAs("") }
+
+// SetPath switches the log to path (OpenFile's rules, locked; "-" means
+// Stdout) while the writer runs, as Reopen does for rotation: what is
+// buffered goes to the old file, which is closed once the new one is
+// open, and nothing is written at the switch; held and queued records go
+// to the new file. If path cannot be opened, the log stays where it was
+// and the error says why. Reopen reopens path from then on. Once the log
+// has switched, the pcap file, if any, is reopened at its own path as
+// Reopen does it (a new one if it was renamed or removed). Safe to call
+// from any goroutine.
+func (w *Writer) SetPath(path string) error {
+	if path == "" {
+		return errors.New(`output: SetPath: empty path (use "-" for standard output)`)
+	}
+	return w.reopenAs(path)
+}
+
+// Path returns the log's path ("-" for standard output).
+func (w *Writer) Path() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.path
+}
+
+// reopenReq asks the writer goroutine to reopen the log, at path if it is
+// not "".
+type reopenReq struct {
+	path string
+	done chan error
+}
+
+func (w *Writer) reopenAs(path string) error {
 	w.mu.Lock()
 	switch w.state {
 	case stateClosed:
@@ -677,32 +760,75 @@ func (w *Writer) Reopen() error {
 		return ErrClosed
 	case stateNew:
 		defer w.mu.Unlock()
-		return w.reopen()
+		return w.reopenLocked(path)
 	}
 	w.mu.Unlock()
-	rc := make(chan error, 1)
+	rq := reopenReq{path, make(chan error, 1)}
 	select {
-	case w.reopenc <- rc:
-		return <-rc
+	case w.reopenc <- rq:
+		return <-rq.done
 	case <-w.done:
 		return ErrClosed
 	}
 }
 
-func (w *Writer) reopen() error {
+// reopen runs on the writer goroutine.
+func (w *Writer) reopen(path string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reopenLocked(path)
+}
+
+func (w *Writer) reopenLocked(path string) error {
 	if len(w.buf) > 0 {
 		w.writeOut()
 	}
 	var err error
-	if _, rerr := w.sink.Reopen(); rerr != nil {
-		err = fmt.Errorf("output: reopen: %w", rerr)
+	if path == "" {
+		if _, rerr := w.sink.Reopen(); rerr != nil {
+			err = fmt.Errorf("output: reopen: %w", rerr)
+		}
+	} else if serr := w.sink.Switch(path); serr != nil {
+		// The log stays where it was, and so does the pcap file.
+		return fmt.Errorf("output: reopen: %w", serr)
 	}
+	w.path = w.sink.path
 	if w.pcap != nil {
 		if perr := w.pcapReopen(); perr != nil {
 			err = errors.Join(err, perr)
 		}
 	}
 	return err
+}
+
+// Sync waits until every record with a time before t (ns) that was
+// submitted, or will be, is in the log: until the producers' watermarks,
+// less Delay, have passed t, and the records they released are written.
+// It returns ctx's error if that does not happen before ctx is done (a
+// producer that stopped reporting watermarks), nil once the writer is
+// closed (Close writes everything). Safe to call from any goroutine.
+func (w *Writer) Sync(ctx context.Context, t int64) error {
+	w.mu.Lock()
+	if w.state != stateRunning {
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	rq := &syncReq{t: t, done: make(chan struct{})}
+	select {
+	case w.syncc <- rq:
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.poke()
+	select {
+	case <-rq.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close writes every record (and, with a pcap file, every packet)
@@ -740,7 +866,7 @@ func (w *Writer) Close(footer func() *Footer) error {
 	if cerr := w.sink.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
-	if w.pcap != nil {
+	if w.pcap != nil && !w.keepPcap {
 		if cerr := w.pcap.p.sink.Close(); cerr != nil {
 			w.pcap.err.CompareAndSwap(nil, &cerr)
 		}

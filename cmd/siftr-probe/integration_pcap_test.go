@@ -432,3 +432,91 @@ func TestIntegrationPcapDiskFull(t *testing.T) {
 	l.Lines = l.Lines[:len(f.Packets)]
 	checkPcapMatchesLog(t, f, l, "diag", true)
 }
+
+// TestIntegrationPcapCycles logs two cycles (siftr-probe ctl enable and
+// disable) with --pcap --pcap-all: the pcap file is the run's, opened once,
+// so it holds both cycles' packets in one section, nothing from between
+// them, and its logged packets are the two sections' data lines. In exact
+// mode with --pcap-all, set ppl above 1 is refused.
+func TestIntegrationPcapCycles(t *testing.T) { forEachState(t, testPcapCycles) }
+
+func testPcapCycles(t *testing.T, state string) {
+	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 100e6})
+	listen(t, &lab.B, "10.77.0.2:5201")
+	dir := t.TempDir()
+	logfile, pcap := filepath.Join(dir, "siftr.log"), filepath.Join(dir, "siftr.pcapng")
+	p := startCtlProbe(t, "--state", state, "--iface", lab.A.Iface, "--port", "5201", "--netns", lab.A.NetNS,
+		"--logfile", logfile, "--pcap", pcap, "--pcap-all", "--start-disabled")
+	_, stop := stream(t, lab, "10.77.0.2:5201")
+	for i := range 2 {
+		p.ctl(exitOK, "enable")
+		time.Sleep(200 * time.Millisecond)
+		if i == 1 && state == "exact" {
+			if out := p.ctl(exitUsage, "set", "ppl", "10"); !strings.Contains(out, "--pcap-all needs ppl 1 in exact mode") {
+				t.Errorf("set ppl 10 in exact mode with --pcap-all: %q", out)
+			}
+		}
+		p.ctl(exitOK, "disable")
+		size := fileSize(t, pcap)
+		time.Sleep(150 * time.Millisecond)
+		if got := fileSize(t, pcap); got != size {
+			t.Errorf("after disable %d the pcap file grew from %d to %d bytes", i+1, size, got)
+		}
+	}
+	stop()
+	p.stop()
+
+	secs := sections(t, logfile)
+	if len(secs) != 2 {
+		t.Fatalf("%d sections, want 2", len(secs))
+	}
+	f := readPcapFile(t, pcap, lab.A.Iface)
+	var total, skipped, lines uint64
+	for _, s := range secs {
+		total += s.uint("total_tcp_pkts")
+		skipped += s.uint("total_skipped_tcp_pkts")
+		lines += uint64(len(s.lines))
+		// No packet of the file is from between the two cycles.
+		en, _ := strconv.ParseInt(s.enable["enable_time_secs"], 10, 64)
+		enu, _ := strconv.ParseInt(s.enable["enable_time_usecs"], 10, 64)
+		dis, _ := strconv.ParseInt(s.disable["disable_time_secs"], 10, 64)
+		disu, _ := strconv.ParseInt(s.disable["disable_time_usecs"], 10, 64)
+		from, to := (en*1e6+enu-1000)*1000, (dis*1e6+disu)*1000
+		var in int
+		for i := range f.Packets {
+			if f.Packets[i].Time >= from && f.Packets[i].Time <= to {
+				in++
+			}
+		}
+		if in == 0 {
+			t.Errorf("no packet of the pcap file is in the cycle from %d to %d", from, to)
+		}
+	}
+	want := total
+	if state == "exact" {
+		want = total - skipped // SIFTR's skips never reach the probe
+	}
+	if uint64(len(f.Packets)) != want || lines == 0 {
+		t.Errorf("%d packets in the pcap file, want %d (the two cycles' total_tcp_pkts %d, skipped %d; %d lines)",
+			len(f.Packets), want, total, skipped, lines)
+	}
+	for i := 1; i < len(f.Packets); i++ {
+		if f.Packets[i].Time < f.Packets[i-1].Time {
+			t.Fatalf("packet %d is older than packet %d", i, i-1)
+		}
+	}
+	l, err := siftrlog.Parse(bytes.NewReader(mustRead(t, logfile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPcapMatchesLog(t, f, l, state, false)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -25,6 +25,9 @@ import (
 // TestMain lets a test re-execute this binary as the command itself (to run
 // it as another user).
 func TestMain(m *testing.M) {
+	// No test serves the real default control socket: those that want one
+	// pass --control.
+	defaultControl = ""
 	if os.Getenv("SIFTR_PROBE_TEST_AS_MAIN") == "1" {
 		main()
 		return

@@ -24,6 +24,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/capture"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/ctl"
 	"github.com/siftr-probe/siftr-probe/internal/demo"
 	"github.com/siftr-probe/siftr-probe/internal/probe"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -109,6 +110,8 @@ Usage:
   siftr-probe summary [--flow ID] [--json] LOG...       per-flow statistics
   siftr-probe plot [--flow ID] [--fields F,...] -o FILE LOG...  PNG, SVG, HTML
   siftr-probe convert --to parquet|csv -o OUT LOG...    for pandas, DuckDB
+  siftr-probe ctl status | stats | enable | disable | set ppl N | set port P |
+      set logfile PATH                               change a running probe
   (each subcommand has its own --help)
 
 Examples:
@@ -133,8 +136,11 @@ SIGHUP reopens the log file (for logrotate), and the --pcap file with it: a
 rotated pcap file is a whole pcapng file, the new one starts with its own
 section header. If standard output is the log
 and its reader goes away (| head), the run stops and exits 1.
-With --metrics-addr, /healthz answers 200 "ok" while capturing, and 503 once
-stopping or after a failed log write (records are being lost).
+siftr-probe ctl changes a running probe through its control socket
+(--control): it enables and disables logging cycles and sets ppl, port and
+the log file, as SIFTR's sysctls do (siftr-probe ctl --help).
+With --metrics-addr, /healthz answers 200 "ok" while capturing or disabled,
+and 503 once stopping or after a failed log write (records are being lost).
 Exit status: 0 done, 1 failed while running, 2 bad arguments or set-up error,
 130 stopped by a second signal.
 `
@@ -182,6 +188,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port, e.g. 127.0.0.1:9721); off when empty")
 	fs.StringVar(&o.stats, "stats-file", "", "at exit, write the run's summary as JSON to file `PATH` (counts, drops, staleness, CPU, peak RSS); opened at start, with the rules of --logfile, replaced at exit")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a Go CPU profile of the run to file `PATH` (for go tool pprof), with the rules of --logfile, replaced")
+	fs.StringVar(&c.Control, "control", defaultControl, "serve the control socket for siftr-probe ctl at `PATH` (mode 0600, for root and the probe's user); \"\" = none")
+	fs.BoolVar(&c.StartDisabled, "start-disabled", false, "capture and log nothing until siftr-probe ctl enable")
 	fs.BoolVar(&o.quiet, "quiet", false, "no status lines and no summary on stderr")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
@@ -242,7 +250,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 // flagOrder is the order of the flags in --help: most used first.
 var flagOrder = []string{"iface", "port", "ppl", "logfile", "format", "pcap", "pcap-all", "state", "duration", "netns",
 	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns", "node-name", "kubeconfig",
-	"metrics-addr", "status-interval", "quiet", "stats-file",
+	"control", "start-disabled", "metrics-addr", "status-interval", "quiet", "stats-file",
 	"workers", "block-timeout", "block-size", "ring-size", "attach", "cpuprofile", "version"}
 
 func printUsage(w io.Writer) {
@@ -328,6 +336,16 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	if o.cfg.AllNetNS && o.cfg.NetNS != "" {
 		return nil, fs, errors.New("--all-netns and --netns exclude each other")
 	}
+	if o.cfg.AllNetNS {
+		// The fleet has no logging cycles yet; the default control socket,
+		// not asked for, is simply not made.
+		switch {
+		case o.cfg.StartDisabled:
+			return nil, fs, errors.New("--start-disabled does not go with --all-netns yet (a fleet run has no logging cycles to enable)")
+		case given(fs, "control") && o.cfg.Control != "":
+			return nil, fs, errors.New("--control does not go with --all-netns yet (a fleet run has no logging cycles to change)")
+		}
+	}
 	for name, v := range map[string]string{"logfile": o.cfg.LogFile, "stats-file": o.stats, "cpuprofile": o.cpuprof, "pcap": o.cfg.Pcap} {
 		if v == "" && given(fs, name) {
 			if name == "logfile" {
@@ -385,6 +403,18 @@ func parse(args []string, getenv func(string) string) (*options, *flag.FlagSet, 
 	default:
 		return nil, fs, fmt.Errorf("bad --attach %q: must be tcx or tc", o.cfg.Attach)
 	}
+	if o.cfg.Control != "" {
+		abs, err := filepath.Abs(o.cfg.Control)
+		if err != nil {
+			return nil, fs, fmt.Errorf("bad --control %q: %v", o.cfg.Control, err)
+		}
+		o.cfg.Control = abs
+	}
+	if o.cfg.StartDisabled && o.cfg.Control == "" {
+		return nil, fs, errors.New("--start-disabled needs a control socket to be enabled through (--control PATH)")
+	}
+	// The default socket path is made if it can be; one asked for must be.
+	o.cfg.ControlOptional = !given(fs, "control")
 	o.cfg.Port = uint16(o.port)
 	o.cfg.PPL = uint32(o.ppl)
 	if !o.quiet {
@@ -426,6 +456,10 @@ func sameFile(a, b string) bool {
 	fb, err := os.Stat(b)
 	return err == nil && os.SameFile(fa, fb)
 }
+
+// defaultControl is --control's default. The tests set it to "" so that
+// they never touch /run.
+var defaultControl = ctl.DefaultPath
 
 // minStatusInterval is the shortest --status-interval: a line more often
 // than this is no longer readable, and only costs.
@@ -475,6 +509,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			return runPlot(args[1:], os.Stdin, stdout, stderr)
 		case "convert":
 			return runConvert(args[1:], os.Stdin, stdout, stderr)
+		case "ctl":
+			return runCtl(args[1:], stdout, stderr)
 		}
 	}
 	o, _, err := parse(args, os.Getenv)

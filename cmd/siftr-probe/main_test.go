@@ -38,6 +38,40 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// TestParseControl: --control's default is made if it can be (optional),
+// a path asked for, also from the environment, must be; a relative path
+// is made absolute.
+func TestParseControl(t *testing.T) {
+	defaultControl = "/run/siftr-probe/ctl"
+	defer func() { defaultControl = "" }()
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct {
+		args     []string
+		env      string
+		path     string
+		optional bool
+	}{
+		{[]string{"--iface", "lo"}, "", "/run/siftr-probe/ctl", true},
+		{[]string{"--iface", "lo", "--control", "/tmp/x/ctl"}, "", "/tmp/x/ctl", false},
+		{[]string{"--iface", "lo"}, "/tmp/y/ctl", "/tmp/y/ctl", false},
+		{[]string{"--iface", "lo", "--control", ""}, "", "", false},
+		{[]string{"--iface", "lo", "--control", "rel/ctl", "--start-disabled"}, "", "", false},
+	} {
+		env["SIFTR_PROBE_CONTROL"] = tc.env
+		o, _, err := parse(tc.args, getenv)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if tc.path == "" && o.cfg.Control != "" && !filepath.IsAbs(o.cfg.Control) {
+			t.Errorf("%q: control %q, want an absolute path", tc.args, o.cfg.Control)
+		}
+		if tc.path != "" && o.cfg.Control != tc.path || o.cfg.ControlOptional != tc.optional {
+			t.Errorf("%q (env %q): control %q optional %v, want %q %v", tc.args, tc.env, o.cfg.Control, o.cfg.ControlOptional, tc.path, tc.optional)
+		}
+	}
+}
+
 func TestParseEnvironment(t *testing.T) {
 	env := map[string]string{"SIFTR_PROBE_IFACE": "lo", "SIFTR_PROBE_PORT": "80", "SIFTR_PROBE_BLOCK_TIMEOUT": "3ms", "SIFTR_PROBE_QUIET": "true"}
 	getenv := func(k string) string { return env[k] }
@@ -99,8 +133,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--iface", "lo", "--node-name", "n1"}, "--node-name needs --all-netns"},
 		{[]string{"--all-netns", "--netns", "/run/netns/x"}, "--all-netns and --netns exclude each other"},
 		{[]string{"--all-netns", "--max-netns", "0"}, "bad --max-netns 0: must be 1 to 65536"},
+		{[]string{"--all-netns", "--control", "/tmp/siftr-test.sock"}, "--control does not go with --all-netns yet (a fleet run has no logging cycles to change)"},
+		{[]string{"--all-netns", "--start-disabled", "--control", "/tmp/siftr-test.sock"}, "--start-disabled does not go with --all-netns yet (a fleet run has no logging cycles to enable)"},
 		{[]string{"--bogus"}, "unknown flag --bogus"},
 		{[]string{"--iface"}, "--iface needs a value"},
+		{[]string{"--iface", "lo", "--start-disabled", "--control", ""}, "--start-disabled needs a control socket to be enabled through (--control PATH)"},
+		{[]string{"--iface", "lo", "--start-disabled=maybe"}, `bad --start-disabled "maybe": not true or false`},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)

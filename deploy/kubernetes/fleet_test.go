@@ -137,11 +137,17 @@ func checkFleet(t *testing.T, r *rendered) {
 			b, _ := json.MarshalIndent(base.ds, "", " ")
 			t.Errorf("the fleet DaemonSet differs from the base beyond its listed changes:\nfleet (reset): %s\nbase: %s", g, b)
 		}
+		// The fleet has no control socket (--control does not go with
+		// --all-netns): its setting and its directory's volume go.
+		if _, ok := r.cm.Data[flags.EnvName("control")]; ok {
+			t.Errorf("ConfigMap sets %s: the probe refuses --control with --all-netns", flags.EnvName("control"))
+		}
 		gcm := r.cm.DeepCopy()
 		delete(gcm.Data, flags.EnvName("all-netns"))
 		delete(gcm.Data, flags.EnvName("state"))
+		gcm.Data[flags.EnvName("control")] = base.cm.Data[flags.EnvName("control")]
 		if !equality.Semantic.DeepEqual(gcm.Data, base.cm.Data) {
-			t.Errorf("ConfigMap %v, want the base's %v and the two fleet settings", r.cm.Data, base.cm.Data)
+			t.Errorf("ConfigMap %v, want the base's %v, the two fleet settings and no control socket", r.cm.Data, base.cm.Data)
 		}
 		if !equality.Semantic.DeepEqual(r.sa, base.sa) || !equality.Semantic.DeepEqual(r.ns, base.ns) {
 			t.Error("the fleet component changes the ServiceAccount or the Namespace")

@@ -159,7 +159,7 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 }
 
 func TestComponentsAreComplete(t *testing.T) {
-	for _, dir := range []string{"hostpath", "netns", "fleet"} {
+	for _, dir := range []string{"hostpath", "netns", "fleet", "control"} {
 		t.Run(dir, func(t *testing.T) {
 			k := readKustomization(t, filepath.Join(dir, "kustomization.yaml"))
 			if k.Kind != types.ComponentKind {
@@ -299,13 +299,67 @@ func TestBaseBuild(t *testing.T) {
 	if r.ds.Spec.Template.Spec.HostPID {
 		t.Error("hostPID is on in the base; only the netns component needs it")
 	}
-	if len(r.ds.Spec.Template.Spec.Volumes) != 0 {
-		t.Errorf("the base mounts volumes %v; it should log to stdout only", r.ds.Spec.Template.Spec.Volumes)
+	// The base logs to stdout: its one volume is the control socket's
+	// directory, in the pod's memory.
+	for _, v := range r.ds.Spec.Template.Spec.Volumes {
+		if v.Name != "control" || v.EmptyDir == nil {
+			t.Errorf("the base mounts volume %+v; it should log to stdout and keep only the control socket, in an emptyDir", v)
+		}
+	}
+	if v := controlVolume(t, r); v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+		t.Errorf("the base's control volume %+v, want an emptyDir in memory", v)
 	}
 	checkNoAPIAccess(t, r)
 	if _, ok := r.cm.Data[flags.EnvName("all-netns")]; ok {
 		t.Error("the base sets SIFTR_PROBE_ALL_NETNS; only the fleet component does")
 	}
+}
+
+// controlVolume returns the volume mounted at the directory of
+// SIFTR_PROBE_CONTROL, checking that it is mounted writable and has one
+// source.
+func controlVolume(t *testing.T, r *rendered) corev1.Volume {
+	t.Helper()
+	sock := r.cm.Data[flags.EnvName("control")]
+	if !strings.HasPrefix(sock, "/run/") {
+		t.Fatalf("SIFTR_PROBE_CONTROL = %q, want a path under /run (the root filesystem is read-only)", sock)
+	}
+	spec := r.ds.Spec.Template.Spec
+	for _, m := range spec.Containers[0].VolumeMounts {
+		if m.MountPath != filepath.Dir(sock) {
+			continue
+		}
+		if m.ReadOnly {
+			t.Errorf("%s is mounted read-only: the probe makes its socket there", m.MountPath)
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			b, _ := json.Marshal(v.VolumeSource)
+			var sources map[string]any
+			json.Unmarshal(b, &sources)
+			if len(sources) != 1 {
+				t.Errorf("volume %s has %d sources %v, want one", v.Name, len(sources), sources)
+			}
+			return v
+		}
+	}
+	t.Fatalf("nothing is mounted at %s, the control socket's directory (the root filesystem is read-only)", filepath.Dir(sock))
+	return corev1.Volume{}
+}
+
+// TestControlComponent: the control socket on the node, in a hostPath
+// made if missing, instead of the pod's emptyDir.
+func TestControlComponent(t *testing.T) {
+	fsys := memFS(t)
+	r := overlay(t, fsys, "control", "components:\n  - ../../deploy/kubernetes/control\n")
+	checkProbe(t, r, []corev1.Capability{"NET_RAW"})
+	v := controlVolume(t, r)
+	if v.HostPath == nil || v.HostPath.Path != "/run/siftr-probe" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate || v.EmptyDir != nil {
+		t.Errorf("control volume %+v, want only the hostPath /run/siftr-probe (DirectoryOrCreate)", v)
+	}
+	checkNoAPIAccess(t, r)
 }
 
 // checkNoAPIAccess asserts a build gives the probe no way to the API
@@ -333,6 +387,7 @@ func TestConfigMapDefaults(t *testing.T) {
 		"SIFTR_PROBE_METRICS_ADDR": "0.0.0.0:9721",
 		"SIFTR_PROBE_QUIET":        "true",
 		"SIFTR_PROBE_WORKERS":      "1",
+		"SIFTR_PROBE_CONTROL":      "/run/siftr-probe/ctl",
 	}
 	for k, v := range want {
 		if got, ok := cm.Data[k]; !ok || got != v {

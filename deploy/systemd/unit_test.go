@@ -187,6 +187,36 @@ func TestLogFileIsWritable(t *testing.T) {
 	}
 }
 
+// TestControlSocket checks that the control socket the environment file
+// names lies in the unit's runtime directory, which systemd makes for the
+// service user and removes at stop (no stale socket), and that the unit
+// allows Unix sockets.
+func TestControlSocket(t *testing.T) {
+	u := parseUnit(t, "siftr-probe.service")
+	env := parseEnv(t, "siftr-probe.env")
+	sock := env[flags.EnvName("control")]
+	if sock == "" {
+		t.Fatal("SIFTR_PROBE_CONTROL is not set: the binary's default would do, but say where the socket is")
+	}
+	dirs := u.list("Service", "RuntimeDirectory")
+	ok := false
+	for _, d := range dirs {
+		ok = ok || filepath.Dir(sock) == filepath.Join("/run", d)
+	}
+	if !ok {
+		t.Errorf("SIFTR_PROBE_CONTROL=%s is not in a RuntimeDirectory= %v: under ProtectSystem=strict /run is read-only", sock, dirs)
+	}
+	if sock != "/run/siftr-probe/ctl" {
+		t.Errorf("SIFTR_PROBE_CONTROL=%s, want the binary's default /run/siftr-probe/ctl, so that `siftr-probe ctl` finds it without --control", sock)
+	}
+	if m := u.last("Service", "RuntimeDirectoryMode"); m != "" && m != "0755" && m != "0750" && m != "0711" {
+		t.Errorf("RuntimeDirectoryMode=%s: root must be able to reach the socket", m)
+	}
+	if !slices.Contains(u.list("Service", "RestrictAddressFamilies"), "AF_UNIX") {
+		t.Error("RestrictAddressFamilies lacks AF_UNIX: the control socket")
+	}
+}
+
 func TestEnvFile(t *testing.T) {
 	env := parseEnv(t, "siftr-probe.env")
 	for k := range env {

@@ -93,6 +93,7 @@ struct config {
 	__u8 enabled;  /* 0: count nothing, write nothing */
 	__u8 l2len;    /* link-layer header bytes before IP (14 on Ethernet and lo); 0xff: unknown */
 	__u32 wake_ns; /* wake the reader at most this often, per CPU */
+	__u32 gen;     /* the ppl setting's generation: a socket's count restarts when it changes */
 };
 
 /* Kinds of event. */
@@ -175,21 +176,39 @@ struct event {
 
 /* Per-socket state of the programs, freed with the socket. */
 struct sock_state {
-	__u64 count;   /* segments of this socket counted for ppl, both directions */
+	__u64 count;   /* segments of this socket counted for ppl, both directions, since
+	                * the ppl setting of generation count >> COUNT_BITS (see advance) */
 	__u64 id;
 	__u64 pending; /* inbound records written but not yet confirmed */
 };
 
+/*
+ * Settings change while the programs run without a program ever reading
+ * half of a change: user space writes the slot not in force, then switches
+ * slot[0] to it, then waits for an RCU grace period, after which no
+ * program is still counting under the old slot (exact.Source.Change).
+ * Each slot has its own counters, so that the counts made under one
+ * setting are known exactly.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct config);
 } settings SEC(".maps");
 
+/* The settings slot in force: 0 or 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} slot SEC(".maps");
+
+/* The counts, per settings slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct tally);
 } counters SEC(".maps");
@@ -251,6 +270,42 @@ static __always_inline void submit(void *e, struct config *cfg, __u64 now)
 static __always_inline void count(struct tally *c, __u8 dir, int reason)
 {
 	c->n[dir & 1][reason]++;
+}
+
+/* current finds the settings in force and their counters. */
+static __always_inline int current(struct config **cfg, struct tally **c)
+{
+	__u32 zero = 0;
+	__u32 *s = bpf_map_lookup_elem(&slot, &zero);
+	if (!s)
+		return -1;
+	__u32 k = *s & 1;
+	*cfg = bpf_map_lookup_elem(&settings, &k);
+	*c = bpf_map_lookup_elem(&counters, &k);
+	return *cfg && *c ? 0 : -1;
+}
+
+#define COUNT_BITS 48
+#define COUNT_MASK ((1ULL << COUNT_BITS) - 1)
+
+/*
+ * advance counts one segment of a socket for ppl under the ppl setting of
+ * generation gen and returns the socket's count since that setting came
+ * into force (1 for its first segment): a change of ppl restarts every
+ * socket's count. Segments of one socket on two CPUs advance it together.
+ */
+static __always_inline __u64 advance(__u64 *count, __u32 gen)
+{
+	__u64 tag = (__u64)(gen & 0xffff) << COUNT_BITS;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u64 old = *(volatile __u64 *)count;
+		__u64 next = (old & ~COUNT_MASK) == tag ? old + 1 : (tag | 1);
+		if (__sync_val_compare_and_swap(count, old, next) == old)
+			return next & COUNT_MASK;
+	}
+	/* Four CPUs won the race in turn: count without the generation check. */
+	return (__sync_fetch_and_add(count, 1) + 1) & COUNT_MASK;
 }
 
 /* fold turns a 32-bit ones' complement sum into 16 bits. */
@@ -591,7 +646,7 @@ static __always_inline void record(struct __sk_buff *skb, struct tally *c, struc
 	}
 	__u32 ppl = cfg->ppl;
 	if (ppl > 1) {
-		__u64 n = __sync_fetch_and_add(&st->count, 1) + 1;
+		__u64 n = advance(&st->count, cfg->gen);
 		if (n % ppl) {
 			count(c, dir, R_SAMPLED_OUT);
 			goto out;
@@ -620,10 +675,9 @@ out:
 static __always_inline int handle(struct __sk_buff *skb, bool ingress)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	struct tally *c = bpf_map_lookup_elem(&counters, &zero);
-	if (!cfg || !c || !cfg->enabled)
+	struct config *cfg;
+	struct tally *c;
+	if (current(&cfg, &c) || !cfg->enabled)
 		return TC_ACT_UNSPEC;
 
 	struct pkt p = {};
@@ -679,11 +733,10 @@ int siftr_tcp(__u64 *ctx)
 		return 0;
 	__sync_fetch_and_add(&st->pending, -1);
 	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0;
-	struct tally *c = bpf_map_lookup_elem(&counters, &zero);
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct config *cfg;
+	struct tally *c;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!c || !cfg || !tp)
+	if (current(&cfg, &c) || !tp)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"fmt"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/siftr-probe/siftr-probe/capture"
@@ -15,7 +17,19 @@ import (
 
 // Stats is one reading of every pipeline counter the Collector reports.
 type Stats struct {
-	State   string                 // the state source: "diag" or "exact"
+	State string // the state source: "diag" or "exact"
+	// The settings in force and the logging cycles (an enable to its
+	// disable; the counts below are those of the current cycle or, while
+	// disabled, of the last one).
+	Enabled    bool
+	PPL        uint32
+	Port       uint16    // 0: all ports
+	Cycle      int       // cycles begun
+	CycleStart time.Time // when the current or last cycle began; zero before the first
+	// Sampled is what sampling did in the cycle (not a metric of its own:
+	// SampledOut is, and Sampled is what the records and skips share).
+	Sampled correlate.SampleCounts
+
 	Counts  correlate.Counts       // correlate.Engine.Counts
 	Engine  correlate.Stats        // correlate.Engine.Stats
 	Writer  output.WriterStats     // output.Writer.Stats
@@ -69,6 +83,8 @@ type Collector struct {
 
 	buildInfo *prometheus.Desc
 
+	enabled, ppl, portFilter, cycles, cycleStart *prometheus.Desc
+
 	packets, sampledOut, skipped, records *prometheus.Desc
 
 	frames, discarded, kernelPackets, ringDrops, ringFreezes, kernelStatsErrors *prometheus.Desc
@@ -101,6 +117,12 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		info: info,
 
 		buildInfo: d("build_info", "A metric with a constant '1' value labeled by the version, Go version and VCS revision siftr-probe was built from.", "version", "goversion", "revision"),
+
+		enabled:    d("enabled", "1 while logging (SIFTR's net.inet.siftr.enabled), 0 while disabled (siftr-probe ctl disable, --start-disabled)."),
+		ppl:        d("ppl", "The ppl setting in force: every ppl-th packet of each flow is logged (SIFTR's net.inet.siftr.ppl)."),
+		portFilter: d("port_filter", "The TCP port logged, as source or destination; 0 means all ports (SIFTR's net.inet.siftr.port_filter)."),
+		cycles:     d("cycles_total", "Logging cycles begun: enables, each writing an enable line. The other siftr_*_total counters start again from zero at each."),
+		cycleStart: d("cycle_start_time_seconds", "Unix time the current logging cycle began (while disabled, the last one); 0 before the first."),
 
 		packets:    d("packets_total", "TCP packets on the port seen with a local direction (SIFTR's num_inbound/outbound_tcp_pkts).", "direction"),
 		sampledOut: d("sampled_out_packets_total", "Packets not logged because of ppl sampling.", "direction"),
@@ -172,6 +194,7 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		c.buildInfo,
+		c.enabled, c.ppl, c.portFilter, c.cycles, c.cycleStart,
 		c.packets, c.sampledOut, c.skipped, c.records,
 		c.frames, c.discarded, c.kernelPackets, c.ringDrops, c.ringFreezes, c.kernelStatsErrors,
 		c.flowsActive, c.flowsCreated, c.flowsPruned, c.flowTableFull, c.cookieReuses,
@@ -205,6 +228,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(c.buildInfo, 1, c.info.Version, c.info.GoVersion, c.info.Revision)
+
+	enabled := 0.0
+	if s.Enabled {
+		enabled = 1
+	}
+	gauge(c.enabled, enabled)
+	gauge(c.ppl, float64(s.PPL))
+	gauge(c.portFilter, float64(s.Port))
+	counter(c.cycles, uint64(s.Cycle))
+	start := 0.0
+	if !s.CycleStart.IsZero() {
+		start = float64(s.CycleStart.UnixNano()) / 1e9
+	}
+	gauge(c.cycleStart, start)
 
 	n := &s.Counts
 	for d, dir := range directions {

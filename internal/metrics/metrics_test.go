@@ -50,6 +50,11 @@ func fakeStats() Stats {
 		h.Record(v)
 	}
 	return Stats{
+		Enabled:    true,
+		PPL:        10,
+		Port:       5201,
+		Cycle:      3,
+		CycleStart: time.Unix(1795629936, 586330000),
 		Counts: correlate.Counts{
 			Packets:    [2]uint64{1000, 2000},
 			SampledOut: [2]uint64{11, 12},

@@ -859,7 +859,7 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 			p.Close()
 			return nil, explainLog(cfg.LogFile, err)
 		}
-		p.out, f.shared = w, w
+		f.shared = w
 	}
 	p.fleet = f
 	return p, nil
@@ -869,7 +869,8 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 func (p *Pipeline) runFleet(ctx context.Context) (*Summary, error) {
 	cfg := &p.cfg
 	f := p.fleet
-	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile}
+	// One cycle, from Run to the end: its start is Run's.
+	sum := &Summary{Start: p.started, LogFile: cfg.LogFile, Cycle: 1}
 	if cfg.LogPerNetNS != "" {
 		sum.LogFile = cfg.LogPerNetNS
 	}
@@ -906,6 +907,9 @@ func (p *Pipeline) runFleet(ctx context.Context) (*Summary, error) {
 		cfg.Started()
 	}
 	f.run(runCtx) // returns once every unit has stopped and delivered
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
 	cancel()
 	wg.Wait()
 	var werr error

@@ -2,6 +2,8 @@ package probe
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -23,6 +25,9 @@ func TestFleetSetupErrors(t *testing.T) {
 		{Config{Kubeconfig: "/etc/kubeconfig"}, "--kubeconfig needs --node-name"},
 		{Config{NodeName: "n1", Kubeconfig: "/nonexistent/kubeconfig"}, "pod identity (--node-name n1)"},
 		{Config{Pcap: "x.pcapng"}, "--pcap does not go with --all-netns yet"},
+		{Config{Control: "/tmp/siftr-test.sock"}, "--control does not go with --all-netns yet"},
+		{Config{Control: "/tmp/siftr-test.sock", StartDisabled: true}, "--control does not go with --all-netns yet"},
+		{Config{Control: "/tmp/siftr-test.sock", ControlOptional: true, StartDisabled: true}, "--start-disabled does not go with --all-netns yet"},
 		{Config{Iface: "eth[", LogFile: "-"}, `bad --iface pattern "eth["`},
 		{Config{LogPerNetNS: "/nonexistent/dir"}, "--log-per-netns /nonexistent/dir: not a directory"},
 	} {
@@ -40,5 +45,24 @@ func TestFleetSetupErrors(t *testing.T) {
 		if _, ok := err.(*SetupError); !ok || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%+v: error %q (%T), want a one-line set-up error with %q", tc.cfg, err, err, tc.want)
 		}
+	}
+}
+
+// TestFleetNoDefaultControl: the command's default control socket, not
+// asked for (ControlOptional), is not made with --all-netns, and does not
+// stop the run from being set up.
+func TestFleetNoDefaultControl(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "ctl")
+	p, err := New(Config{AllNetNS: true, Control: sock, ControlOptional: true, LogFile: filepath.Join(dir, "x.log"), Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got := p.ControlPath(); got != "" {
+		t.Errorf("control socket %q, want none", got)
+	}
+	if _, err := os.Lstat(filepath.Dir(sock)); !os.IsNotExist(err) {
+		t.Errorf("the control socket's directory was made (%v)", err)
 	}
 }

@@ -1,7 +1,9 @@
-// Package probe wires the pipeline stages into one run: capture rings feed a
-// correlate.Engine, which looks sockets up with one diag.Client per worker
-// and hands records to an output.Writer. The command, the demo, the tests
-// and the benchmarks all run the probe through Run.
+// Package probe wires the pipeline stages into one run: a state source
+// (capture rings and inet_diag lookups, or exact mode's eBPF programs)
+// feeds a correlate.Engine, which hands records to an output.Writer. A run
+// is one or more logging cycles (SIFTR's enable to disable), changed while
+// it runs through the control socket (package ctl). The command, the
+// demo, the tests and the benchmarks all run the probe through Run.
 package probe
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/ctl"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
 	"github.com/siftr-probe/siftr-probe/tcp"
@@ -62,7 +65,8 @@ type Config struct {
 	Reopen <-chan os.Signal
 	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
 	OnRecord func(*correlate.Record)
-	// Started, if set, is called once the rings are capturing.
+	// Started, if set, is called once Run is under way: the first cycle
+	// capturing or, with StartDisabled, the control socket served.
 	Started func()
 	// MetricsAddr, if set, is a TCP address (host:port) on which to serve
 	// Prometheus /metrics and /healthz (see package metrics) from just
@@ -93,6 +97,18 @@ type Config struct {
 	// Kubeconfig, else in-cluster) and a namespace is the pod one of its
 	// addresses belongs to.
 	NodeName, Kubeconfig string
+
+	// Control, if set, is the path of the control socket (package ctl)
+	// that New makes and Run serves: enable, disable and set while the
+	// probe runs. ControlOptional turns a socket that cannot be made
+	// into a warning on Stderr instead of a set-up error (the command's
+	// default path, not asked for). With AllNetNS a Control asked for is
+	// a set-up error, and an optional one is not made.
+	Control         string
+	ControlOptional bool
+	// StartDisabled: Run begins no logging cycle, and nothing is captured
+	// until an enable on the control socket.
+	StartDisabled bool
 }
 
 // SetupError is a problem found before capture started: unknown interface,
@@ -104,33 +120,56 @@ func (e *SetupError) Unwrap() error { return e.Err }
 
 func setupErr(format string, a ...any) error { return &SetupError{fmt.Errorf(format, a...)} }
 
-// Summary is what a run did: the pipeline's counters at the end, and when
-// and where it logged.
+// Summary is what a logging cycle did: its counters at its end (or now,
+// for one under way), and when and where it logged. Cycle is its number,
+// from 1; 0 when no cycle ran (started disabled, never enabled).
 type Summary struct {
 	Start, End time.Time
 	LogFile    string
 	PcapFile   string // "" without --pcap
+	Cycle      int
 	metrics.Stats
 }
 
 // Lines is the number of records written.
 func (s *Summary) Lines() uint64 { return s.Writer.Records }
 
-// Pipeline is one run: a state source feeding a correlate.Engine, which
-// hands records to an output.Writer. New sets it up (everything that can
-// fail before logging starts), Run logs until told to stop, Close releases
-// what is left. The command, the demo, the tests and the benchmarks all run
-// the probe through it.
+// Pipeline is one run: logging cycles, each a state source feeding a
+// correlate.Engine, which hands records to an output.Writer. A cycle is
+// SIFTR's enable to disable: it begins with an enable line and ends with
+// the disable line of its own counts and flow list (see control.go for
+// the changes a run takes while it runs). New sets a run up (everything
+// that can fail before logging starts), Run logs until told to stop,
+// Close releases what is left. The command, the demo, the tests and the
+// benchmarks all run the probe through it.
 type Pipeline struct {
-	cfg       Config
-	fleet     *fleet // with Config.AllNetNS; src and eng are then unused
-	src       source
-	out       *output.Writer
-	eng       *correlate.Engine
+	cfg       Config // its PPL, Port and LogFile are the settings in force: guarded by mu
+	fleet     *fleet // with Config.AllNetNS: no cycles, the fleet logs from Run to its end
 	metricsLn net.Listener
-	ran       bool
-	closed    bool
-	madePcap  bool // New created the pcap file and has not finished: Close removes it
+	ctl       *ctl.Listener
+	state     tcp.Source // the state source New chose
+	// pcap is Config.Pcap's file: opened (and emptied) once for the run,
+	// and handed to each cycle's writer in turn (output.WriterConfig.KeepPcap).
+	pcap     *output.Pcap
+	madePcap bool // New created the pcap file and has not finished: Close removes it
+
+	mu       sync.Mutex // guards cfg's settings and the fields below
+	cur      *cycle     // the cycle logging now; nil while disabled
+	last     *cycle     // the latest cycle begun: cur, or the one that ended
+	next     *cycle     // opened by New for the first enable
+	cycles   int        // cycles begun
+	started  time.Time  // when Run began
+	running  bool       // Run is serving changes
+	stopping bool       // Run is ending: no new cycle
+	werr     error      // the first log write error of any cycle
+	perr     error      // the first pcap write error of any cycle
+	ran      bool
+	closed   bool
+
+	// changeMu serializes the changes: enable, disable, set.
+	changeMu sync.Mutex
+	// failed gets a cycle whose source stopped by itself (an error).
+	failed chan *cycle
 }
 
 // Run sets a pipeline up with New, runs it and closes it.
@@ -143,8 +182,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return p.Run(ctx)
 }
 
-// New opens the state source, the log and the metrics listener of a run.
-// Nothing is logged yet. An error is a *SetupError.
+// New opens the state source, the log, the pcap file, the metrics listener
+// and the control socket of a run. Nothing is logged yet; with
+// StartDisabled the source and the log are opened only to check them, and
+// closed again (the pcap file stays open: it is the run's). With AllNetNS
+// it sets up the fleet instead (sources open as namespaces are found). An
+// error is a *SetupError.
 func New(cfg Config) (*Pipeline, error) {
 	if cfg.Iface == "" && !cfg.AllNetNS {
 		return nil, setupErr("no interface given (--iface)")
@@ -168,7 +211,19 @@ func New(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, &SetupError{err}
 	}
-	p := &Pipeline{cfg: cfg}
+	if cfg.AllNetNS {
+		// The fleet logs from Run to its end, without cycles to enable and
+		// disable; the command's default socket, not asked for, is not made.
+		switch {
+		case cfg.Control != "" && !cfg.ControlOptional:
+			return nil, setupErr("--control does not go with --all-netns yet (a fleet run has no logging cycles to change)")
+		case cfg.StartDisabled:
+			return nil, setupErr("--start-disabled does not go with --all-netns yet (a fleet run has no logging cycles to enable)")
+		}
+		cfg.Control, cfg.ControlOptional = "", false
+	}
+	p := &Pipeline{cfg: cfg, failed: make(chan *cycle, 1)}
+
 	// Bind the metrics address first: a busy port is a set-up error, found
 	// before any ring is opened.
 	if cfg.MetricsAddr != "" {
@@ -179,52 +234,40 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.AllNetNS {
 		return p.newFleet(format)
 	}
-	src, err := openSource(&p.cfg)
+	c, err := p.openCycle(&p.cfg)
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	p.src = src
-	pcap, err := p.openPcap()
-	if err != nil {
-		p.Close()
-		return nil, err
+	p.state = c.src.state()
+	// Later cycles use the source chosen now (auto decides once).
+	p.cfg.State = p.state.String()
+	if cfg.StartDisabled {
+		c.close()
+	} else {
+		p.next = c
 	}
-	p.out, err = output.OpenWriter(&output.WriterConfig{
-		Pcap:     pcap,
-		Path:     cfg.LogFile,
-		Stdout:   cfg.Stdout,
-		Format:   format,
-		Workers:  p.src.Producers(),
-		OnRecord: cfg.OnRecord,
-		OnWarning: func(m string) {
-			fmt.Fprintf(cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05"), m)
-		},
-	})
-	if err != nil {
-		p.Close()
-		return nil, explainLog(cfg.LogFile, err)
+	if cfg.Control != "" {
+		if err := p.listenControl(); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
-	if p.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL, Origin: originOf(cfg.NetNS)}, p.out, p.src.Producers()); err != nil {
+	if cfg.StartDisabled && p.ctl == nil {
 		p.Close()
-		return nil, &SetupError{err}
-	}
-	if ps, ok := p.src.(*packetSource); ok && cfg.Pcap != "" && cfg.PcapAll {
-		ps.tap = p.out
+		return nil, setupErr("--start-disabled needs a control socket (--control PATH) to be enabled through")
 	}
 	p.madePcap = false // the run starts: the file stays
 	return p, nil
 }
 
-// openPcap opens Config.Pcap, if set, for the writer.
-func (p *Pipeline) openPcap() (*output.Pcap, error) {
-	cfg := &p.cfg
-	if cfg.Pcap == "" {
-		return nil, nil
-	}
-	exact := p.src.state() == tcp.SourceExact
+// openPcap opens Config.Pcap for the run's writers, the cycles' in turn:
+// once per run, so that the file (replaced when it is opened) holds the
+// packets of every cycle. state is the state source's.
+func (p *Pipeline) openPcap(cfg *Config, state tcp.Source) error {
+	exact := state == tcp.SourceExact
 	if cfg.PcapAll && exact && cfg.PPL > 1 {
-		return nil, setupErr("--pcap-all needs --ppl 1 in exact mode: its programs sample in the kernel, so the packets ppl leaves out never reach the probe")
+		return setupErr("--pcap-all needs --ppl 1 in exact mode: its programs sample in the kernel, so the packets ppl leaves out never reach the probe")
 	}
 	filter := "tcp"
 	if cfg.Port != 0 {
@@ -241,25 +284,34 @@ func (p *Pipeline) openPcap() (*output.Pcap, error) {
 		All: cfg.PcapAll && !exact,
 	})
 	if err != nil {
-		return nil, explainFile("pcap file", cfg.Pcap, err)
+		return explainFile("pcap file", cfg.Pcap, err)
 	}
-	p.madePcap = lerr != nil
-	return pc, nil
+	p.pcap, p.madePcap = pc, lerr != nil
+	return nil
 }
 
-// Close releases what the pipeline holds: the source, the log (closed
-// without a disable line if Run never wrote one) and the metrics listener.
-// It is idempotent.
+// Close releases what the pipeline holds: a cycle New opened that never
+// began (its log closed without a line), the fleet's shared log if Run
+// never wrote its lines, the pcap file, the metrics listener and the
+// control socket. It is idempotent.
 func (p *Pipeline) Close() error {
+	p.mu.Lock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
-	if p.src != nil {
-		p.src.Close()
+	next, ran := p.next, p.ran
+	p.next = nil
+	p.mu.Unlock()
+	if next != nil {
+		next.close()
 	}
-	if p.out != nil && !p.ran {
-		p.out.Close(nil)
+	if f := p.fleet; f != nil && f.shared != nil && !ran {
+		f.shared.Close(nil)
+	}
+	if p.pcap != nil {
+		p.pcap.Close()
 	}
 	if p.madePcap {
 		os.Remove(p.cfg.Pcap)
@@ -268,37 +320,62 @@ func (p *Pipeline) Close() error {
 	if p.metricsLn != nil {
 		p.metricsLn.Close()
 	}
+	if p.ctl != nil {
+		p.ctl.Close()
+	}
 	return nil
 }
 
 // read is one reading of every counter of the pipeline: the summary, the
-// status line and the metrics are all built from it.
+// status line, the control socket's status and the metrics are all built
+// from it. The counts are those of the current cycle or, while disabled,
+// of the last one.
 func (p *Pipeline) read() metrics.Stats {
 	if p.fleet != nil {
-		return p.fleet.read()
+		return p.readFleet()
 	}
-	s := metrics.Stats{State: p.src.state().String(), Counts: p.eng.Counts(), Engine: p.eng.Stats(), Writer: p.out.Stats()}
-	p.src.read(&s)
+	p.mu.Lock()
+	c := p.last
+	s := metrics.Stats{State: p.state.String(), Enabled: p.cur != nil, PPL: p.cfg.PPL, Port: p.cfg.Port, Cycle: p.cycles}
+	p.mu.Unlock()
+	if c == nil {
+		return s
+	}
+	return p.readCycle(c)
+}
+
+// readFleet is read with Config.AllNetNS: the fleet logs as one cycle,
+// from Run to its end, with the settings it started with.
+func (p *Pipeline) readFleet() metrics.Stats {
+	s := p.fleet.read()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.PPL, s.Port = p.cfg.PPL, p.cfg.Port
+	if !p.started.IsZero() {
+		s.Enabled, s.Cycle, s.CycleStart = !p.stopping, 1, p.started
+	}
 	return s
 }
 
-// Run writes the enable line and logs until ctx is done or Config.Duration
-// has passed, then drains every queued record, writes the disable line and
-// returns what it did. It may be called once.
+// Run logs until ctx is done or Config.Duration has passed: it begins a
+// logging cycle (unless Config.StartDisabled), takes changes (enable,
+// disable, set; see control.go) from the control socket, and at the end
+// ends the cycle logging then: it drains every queued record and writes
+// the disable line. It returns the summary of the last cycle. With
+// AllNetNS it runs the fleet (runFleet). It may be called once.
 func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
+	p.mu.Lock()
 	if p.ran || p.closed {
+		p.mu.Unlock()
 		return nil, errors.New("probe: pipeline already run or closed")
 	}
 	p.ran = true
+	p.started = time.Now()
+	p.mu.Unlock()
 	if p.fleet != nil {
 		return p.runFleet(ctx)
 	}
 	cfg := &p.cfg
-	sum := &Summary{Start: time.Now(), LogFile: cfg.LogFile, PcapFile: cfg.Pcap}
-	if err := p.out.Start(&output.Header{Time: sum.Start, SysVer: sysVer(), IPMode: 6, StateSource: p.src.state()}); err != nil {
-		p.out.Close(nil)
-		return nil, explainLog(cfg.LogFile, err)
-	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -307,9 +384,23 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		runCtx, c2 = context.WithTimeout(runCtx, cfg.Duration)
 		defer c2()
 	}
-	// The helpers: the flow table's pruner, the status line, log reopening.
+	p.changeMu.Lock()
+	if next := p.takeNext(); next != nil {
+		if err := p.begin(next); err != nil {
+			p.changeMu.Unlock()
+			p.Close()
+			return nil, err
+		}
+	} else {
+		p.logf("logging disabled until siftr-probe ctl enable%s", p.controlHint())
+	}
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
+	p.changeMu.Unlock()
+
+	// The helpers: the status line, log reopening, metrics.
 	var wg sync.WaitGroup
-	wg.Go(func() { p.eng.Run(runCtx) })
 	if cfg.StatusEvery > 0 {
 		st := newStatus(cfg.Stderr, p.read)
 		wg.Go(func() { st.run(runCtx, cfg.StatusEvery) })
@@ -322,37 +413,91 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		cfg.Started()
 	}
 
-	// The shutdown order: the source stops and delivers what it observed
-	// (the engine's counts are then final), the helpers stop, the writer
-	// drains its queue and writes the disable line, then metrics stop.
-	srcErr := p.src.Run(runCtx, p.eng)
+	var srcErr error
+	select {
+	case <-runCtx.Done():
+	case c := <-p.failed:
+		srcErr = c.srcErr
+	}
+	// The end: no more changes, the cycle logging now ends as a disable
+	// does (its source stops and delivers what it observed, the writer
+	// drains its queue and writes the disable line), then the helpers and
+	// the metrics stop.
+	p.changeMu.Lock()
+	p.mu.Lock()
+	p.stopping, p.running = true, false
+	c := p.cur
+	p.mu.Unlock()
+	if c != nil {
+		c.end()
+	}
+	p.changeMu.Unlock()
 	cancel()
 	wg.Wait()
-	werr := p.out.Close(func() *output.Footer {
-		return &output.Footer{Time: time.Now(), Counts: p.eng.Counts(), Flows: p.eng.Flows()}
-	})
-	sum.End = time.Now()
-	sum.Stats = p.read()
 	p.stopMetrics(msrv)
 	p.Close()
+	sum := p.lastSummary()
+	p.mu.Lock()
+	werr, perr := p.werr, p.perr
+	p.mu.Unlock()
 	if srcErr != nil {
 		return sum, srcErr
 	}
 	if werr != nil {
-		return sum, fmt.Errorf("writing %s: %w", cfg.LogFile, werr)
+		return sum, werr
 	}
-	if perr := p.out.PcapErr(); perr != nil {
-		return sum, fmt.Errorf("writing pcap file %s: %w (%d packets lost)", cfg.Pcap, perr, sum.Writer.Pcap.Lost)
-	}
-	return sum, nil
+	return sum, perr
 }
 
-// writers are the run's logs: the one log, or every followed namespace's.
-func (p *Pipeline) writers() []*output.Writer {
-	if p.fleet == nil || p.fleet.shared != nil {
-		return []*output.Writer{p.out}
+// takeNext returns the cycle New opened, if it is still waiting.
+func (p *Pipeline) takeNext() *cycle {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.next
+	p.next = nil
+	return c
+}
+
+// lastSummary is the summary of the last cycle, or one of no cycle.
+func (p *Pipeline) lastSummary() *Summary {
+	p.mu.Lock()
+	c := p.last
+	p.mu.Unlock()
+	if c == nil {
+		return &Summary{Start: p.started, End: time.Now(), LogFile: p.logFile(), PcapFile: p.cfg.Pcap, Stats: p.read()}
 	}
-	return p.fleet.writers()
+	return c.summary(p)
+}
+
+// logFile is the log path in force.
+func (p *Pipeline) logFile() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.LogFile
+}
+
+// logf writes a line about a change on Stderr, with the time.
+func (p *Pipeline) logf(format string, a ...any) {
+	fmt.Fprintf(p.cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+}
+
+// writers are the run's logs open now: the cycle logging (none while
+// disabled) or, with AllNetNS, the shared log or every followed
+// namespace's.
+func (p *Pipeline) writers() []*output.Writer {
+	if f := p.fleet; f != nil {
+		if f.shared != nil {
+			return []*output.Writer{f.shared}
+		}
+		return f.writers()
+	}
+	p.mu.Lock()
+	c := p.cur
+	p.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return []*output.Writer{c.out}
 }
 
 // stopMetrics lets a scrape in progress finish, then stops serving.
@@ -367,24 +512,60 @@ func (p *Pipeline) stopMetrics(msrv *metrics.Server) {
 	}
 }
 
-// reopenOn reopens the log file for each value received on c, until ctx is done.
+// reopenOn reopens the open logs (and the pcap file) for each value
+// received on c, until ctx is done. While disabled no log is open: only
+// the pcap file, which the run keeps open, is reopened.
 func (p *Pipeline) reopenOn(ctx context.Context, c <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c:
-			for _, w := range p.writers() {
-				if err := w.Reopen(); err != nil {
-					fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.LogFile, err)
+			ws := p.writers()
+			reopened := false
+			for _, w := range ws {
+				err := w.Reopen()
+				if errors.Is(err, output.ErrClosed) {
+					continue // its cycle ended meanwhile
 				}
+				reopened = true
+				if err != nil {
+					fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", w.Path(), err)
+				}
+			}
+			if !reopened && p.fleet == nil && p.pcap != nil {
+				p.reopenPcap()
 			}
 		}
 	}
 }
 
+// reopenPcap reopens the pcap file while no cycle logs; a cycle that began
+// meanwhile is reopened as a whole instead. It holds changeMu, so that no
+// cycle begins (and takes the file) while it runs.
+func (p *Pipeline) reopenPcap() {
+	p.changeMu.Lock()
+	defer p.changeMu.Unlock()
+	p.mu.Lock()
+	c := p.cur
+	p.mu.Unlock()
+	err := output.ErrClosed
+	if c != nil {
+		err = c.out.Reopen()
+	}
+	if errors.Is(err, output.ErrClosed) {
+		// No writer uses the file: every cycle's ended (p.cur is cleared
+		// only once its writer is closed).
+		err = p.pcap.Reopen()
+	}
+	if err != nil {
+		fmt.Fprintf(p.cfg.Stderr, "siftr-probe: reopen %s: %v\n", p.cfg.Pcap, err)
+	}
+}
+
 // serveMetrics starts the metrics server on the listener New bound, if any.
-// /healthz fails once ctx is done or a log write failed.
+// /healthz fails once ctx is done or a log (or pcap file) write of the
+// cycle logging failed; while disabled it is healthy.
 func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 	if p.metricsLn == nil {
 		return nil
@@ -399,9 +580,9 @@ func (p *Pipeline) serveMetrics(ctx context.Context) *metrics.Server {
 				if err := w.Err(); err != nil {
 					return fmt.Errorf("log write failed: %v", err)
 				}
-			}
-			if err := p.out.PcapErr(); err != nil {
-				return fmt.Errorf("pcap write failed: %v", err)
+				if err := w.PcapErr(); err != nil {
+					return fmt.Errorf("pcap write failed: %v", err)
+				}
 			}
 			return nil
 		},

@@ -3,6 +3,7 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -98,5 +99,28 @@ func TestExplainLog(t *testing.T) {
 	generic := &os.PathError{Op: "open", Path: "/x.log", Err: syscall.EROFS}
 	if got, want := explainLog("/x.log", fmt.Errorf("output: open log file: %w", generic)).Error(), "cannot write log file /x.log: read-only file system"; got != want {
 		t.Errorf("no explanation: %q, want %q", got, want)
+	}
+}
+
+// TestSetLogFilePcap: the log cannot be switched to the run's pcap file,
+// under any of its names (the probe holds it locked itself).
+func TestSetLogFilePcap(t *testing.T) {
+	dir := t.TempDir()
+	pcap := filepath.Join(dir, "p.pcapng")
+	pc, err := output.OpenPcap(&output.PcapConfig{Path: pcap, Iface: "lo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := os.Symlink(pcap, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	p := &Pipeline{cfg: Config{Pcap: pcap, LogFile: filepath.Join(dir, "x.log"), Stderr: io.Discard}, pcap: pc}
+	for _, path := range []string{pcap, filepath.Join(dir, ".", "p.pcapng"), filepath.Join(dir, "link")} {
+		_, err := p.SetLogFile(path)
+		var se *SetupError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), "is the pcap file (--pcap)") {
+			t.Errorf("SetLogFile(%s): %v, want a set-up error naming the pcap file", path, err)
+		}
 	}
 }

@@ -14,7 +14,8 @@ import (
 	"github.com/siftr-probe/siftr-probe/output"
 )
 
-// Report is the machine-readable form of a Summary (--stats-file).
+// Report is the machine-readable form of a Summary (--stats-file): of the
+// last logging cycle of the run.
 type Report struct {
 	Start           time.Time              `json:"start"`
 	End             time.Time              `json:"end"`
@@ -22,6 +23,9 @@ type Report struct {
 	LogFile         string                 `json:"logfile"`
 	PcapFile        string                 `json:"pcap_file,omitempty"`
 	State           string                 `json:"state"`
+	Cycle           int                    `json:"cycle"` // the logging cycle reported, from 1; 0: none ran
+	PPL             uint32                 `json:"ppl"`   // the settings at the end
+	Port            uint16                 `json:"port"`
 	Lines           uint64                 `json:"lines"`
 	Counts          correlate.Counts       `json:"counts"`
 	Capture         capture.Stats          `json:"capture"`
@@ -59,6 +63,7 @@ type writerReport struct {
 func (s *Summary) Report() *Report {
 	r := &Report{
 		Start: s.Start, End: s.End, Seconds: s.End.Sub(s.Start).Seconds(), LogFile: s.LogFile,
+		Cycle: s.Cycle, PPL: s.PPL, Port: s.Port,
 		Lines: s.Writer.Records, Counts: s.Counts, Capture: s.Capture, Engine: s.Engine, Resolve: s.Resolve, Diag: s.Diag, Exact: s.Exact, State: s.State,
 		Writer: writerReport{s.Writer.Records, s.Writer.Bytes, s.Writer.Rejected, s.Writer.Forced,
 			s.Writer.Late, s.Writer.WriteErrors, s.Writer.LostToWriteError},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,16 @@ type source interface {
 	state() tcp.Source
 	// read adds the source's counters to s.
 	read(s *metrics.Stats)
+	// setPPL changes ppl while the source runs into e, and returns what
+	// sampling did in the cycle until the change: every packet in it was
+	// sampled with the old ppl, every later one with the new.
+	setPPL(e *correlate.Engine, ppl uint32) (correlate.SampleCounts, error)
+	// setPort changes the port filter while the source runs, and returns
+	// the time of the change (ns since the Unix epoch): every packet of
+	// the old port the source delivers is older.
+	setPort(port uint16) (int64, error)
+	// sampled returns what sampling did in the cycle so far.
+	sampled(e *correlate.Engine) correlate.SampleCounts
 }
 
 // State source names (Config.State).
@@ -61,7 +72,13 @@ func openSource(cfg *Config) (source, error) {
 
 // exactSource is exact mode: eBPF programs read each segment's socket in
 // the kernel at the segment.
-type exactSource struct{ src *exact.Source }
+type exactSource struct {
+	src *exact.Source
+	// mu guards before: what sampling did under the settings before the
+	// ones in force (exact.Source.Change counts per setting).
+	mu     sync.Mutex
+	before correlate.SampleCounts
+}
 
 func openExactSource(cfg *Config) (*exactSource, error) {
 	src, err := exact.Open(&exact.Config{
@@ -74,7 +91,7 @@ func openExactSource(cfg *Config) (*exactSource, error) {
 	})
 	switch ue := (*exact.UnavailableError)(nil); {
 	case err == nil:
-		return &exactSource{src}, nil
+		return &exactSource{src: src}, nil
 	case errors.As(err, &ue):
 		return nil, &SetupError{fmt.Errorf("exact mode %w", ue)}
 	case errors.Is(err, exact.ErrNoInterface):
@@ -90,6 +107,47 @@ func (s *exactSource) Run(ctx context.Context, e *correlate.Engine) error { retu
 func (s *exactSource) Close() error                                       { return s.src.Close() }
 func (s *exactSource) state() tcp.Source                                  { return tcp.SourceExact }
 func (s *exactSource) read(st *metrics.Stats)                             { st.Exact = s.src.Stats() }
+
+func (s *exactSource) setPPL(_ *correlate.Engine, ppl uint32) (correlate.SampleCounts, error) {
+	_, port := s.src.Settings()
+	_, c, err := s.change(ppl, port)
+	return c, err
+}
+
+func (s *exactSource) setPort(port uint16) (int64, error) {
+	ppl, _ := s.src.Settings()
+	at, _, err := s.change(ppl, port)
+	return at, err
+}
+
+// change changes the programs' settings and returns the cycle's counts
+// until then.
+func (s *exactSource) change(ppl uint32, port uint16) (int64, correlate.SampleCounts, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, c, err := s.src.Change(ppl, port)
+	if err != nil {
+		return 0, correlate.SampleCounts{}, err
+	}
+	s.before = addSampled(s.before, c)
+	return at, s.before, nil
+}
+
+func (s *exactSource) sampled(*correlate.Engine) correlate.SampleCounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return addSampled(s.before, s.src.Sampled())
+}
+
+// addSampled sums two SampleCounts field by field.
+func addSampled(a, b correlate.SampleCounts) correlate.SampleCounts {
+	for d := range 2 {
+		a.Packets[d] += b.Packets[d]
+		a.SampledOut[d] += b.SampledOut[d]
+		a.Sampled[d] += b.Sampled[d]
+	}
+	return a
+}
 
 // packetSource is diag mode: AF_PACKET rings feed a correlate.Resolver,
 // which reads each sampled packet's socket with one inet_diag client per
@@ -162,6 +220,16 @@ func openPacketSource(cfg *Config) (*packetSource, error) {
 
 func (s *packetSource) Producers() int    { return s.capt.Workers() }
 func (s *packetSource) state() tcp.Source { return tcp.SourceDiag }
+
+// setPPL changes the engine's sampling: diag mode samples in user space.
+func (s *packetSource) setPPL(e *correlate.Engine, ppl uint32) (correlate.SampleCounts, error) {
+	return e.SetPPL(ppl), nil
+}
+
+// setPort swaps the rings' kernel filters (capture.SetPort).
+func (s *packetSource) setPort(port uint16) (int64, error) { return s.capt.SetPort(port) }
+
+func (s *packetSource) sampled(e *correlate.Engine) correlate.SampleCounts { return e.Sampled() }
 
 // Run captures until ctx is done, then finishes the lookups of every
 // packet the rings held at the stop.

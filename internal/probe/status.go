@@ -17,6 +17,7 @@ type status struct {
 	w    io.Writer
 	read func() metrics.Stats
 
+	cycle     int // the cycle the baselines below are of
 	last      time.Time
 	lastPkts  [2]uint64
 	lastRecs  uint64
@@ -44,6 +45,18 @@ func (s *status) run(ctx context.Context, every time.Duration) {
 // line formats the status at now: rates and staleness over the interval
 // since the previous line, totals since the start.
 func (s *status) line(now time.Time, in *metrics.Stats) string {
+	settings := fmt.Sprintf("ppl %d port %s", in.PPL, portName(in.Port))
+	if !in.Enabled {
+		return now.Format("15:04:05") + "  disabled " + settings
+	}
+	if in.Cycle != s.cycle {
+		// A new cycle: its counters started from zero when it began.
+		if in.CycleStart.After(s.last) {
+			s.last = in.CycleStart
+		}
+		s.lastPkts, s.lastRecs, s.lastStale = [2]uint64{}, 0, hist.Snapshot{}
+		s.cycle = in.Cycle
+	}
 	dt := now.Sub(s.last).Seconds()
 	c := &in.Counts
 	ws := &in.Writer
@@ -61,8 +74,8 @@ func (s *status) line(now time.Time, in *metrics.Stats) string {
 	if in.State == "exact" {
 		drops = fmt.Sprintf("ringbuf full %d", sum2(in.Exact.RingFull))
 	}
-	line := fmt.Sprintf("%s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  %s  queue %d/%d  flows %d  staleness %s",
-		now.Format("15:04:05"),
+	line := fmt.Sprintf("%s  enabled %s  in %s pkt/s  out %s pkt/s  records %s/s (%s)  skipped %s  %s  queue %d/%d  flows %d  staleness %s",
+		now.Format("15:04:05"), settings,
 		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
 		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
 		si(float64(skipped)), drops, ws.QueueDepth, ws.QueueCap, in.Engine.ActiveFlows, staleness)
@@ -96,10 +109,18 @@ func Millis(ns float64) string { return fmt.Sprintf("%.2fms", ns/1e6) }
 // Print writes a human summary of a run.
 func (s *Summary) Print(w io.Writer) {
 	c := s.Counts
+	if s.Cycle == 0 {
+		fmt.Fprintf(w, "siftr-probe: summary: no logging cycle ran (started disabled, never enabled)\n")
+		return
+	}
 	total := sum2(c.Packets)
 	skipped := sum2(c.SkipMalloc) + sum2(c.SkipTCPCB) + sum2(c.SkipInPCB)
+	what := "summary"
+	if s.Cycle > 1 {
+		what = fmt.Sprintf("summary of cycle %d", s.Cycle)
+	}
 	fmt.Fprintf(w, "siftr-probe: %s: %d packets (in %d, out %d) in %s, %d records written to %s\n",
-		"summary", total, c.Packets[0], c.Packets[1], s.End.Sub(s.Start).Round(time.Millisecond), s.Writer.Records, s.LogFile)
+		what, total, c.Packets[0], c.Packets[1], s.End.Sub(s.Start).Round(time.Millisecond), s.Writer.Records, s.LogFile)
 	fmt.Fprintf(w, "  not logged: sampled out %d; skipped %d (no socket %d, not established %d, queue full %d)\n",
 		sum2(c.SampledOut), skipped, sum2(c.SkipInPCB), sum2(c.SkipTCPCB), sum2(c.SkipMalloc))
 	if s.State == "exact" {

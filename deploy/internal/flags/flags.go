@@ -21,6 +21,7 @@ var Known = []string{
 	"block-timeout", "block-size", "ring-size", "duration", "netns",
 	"metrics-addr", "quiet", "status-interval", "version",
 	"all-netns", "netns-include", "netns-exclude", "max-netns", "log-per-netns", "node-name", "kubeconfig",
+	"control", "start-disabled",
 }
 
 // Pending are flags a deployment sets that the binary is about to get (the
