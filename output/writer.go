@@ -221,6 +221,8 @@ type Writer struct {
 	records, rejected, forced, late atomic.Uint64
 	writeErrors, lost               atomic.Uint64
 	heldN                           atomic.Int64
+	needPoke                        atomic.Bool  // Advance wakes the writer (records held, a Sync waits)
+	nMarks                          atomic.Int32 // marks in use: all, or with Slots up to the highest reserved
 	stale                           hist.Histogram
 	err                             atomic.Pointer[error]
 }
@@ -340,6 +342,9 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 		}
 	}
 	w.cur = make([]int64, cfg.Workers)
+	if !cfg.Slots {
+		w.nMarks.Store(int32(cfg.Workers))
+	}
 	w.wake = make(chan struct{}, 1)
 	w.reopenc = make(chan reopenReq)
 	w.syncc = make(chan *syncReq)
@@ -414,7 +419,10 @@ func (w *Writer) Advance(worker int, watermark int64) {
 	if w.closed.Load() {
 		return
 	}
-	if w.setMark(worker, watermark) {
+	// A later watermark can only release held records or end a Sync: with
+	// neither, the writer is left asleep (a host with many idle sources
+	// would wake it thousands of times a second for nothing).
+	if w.setMark(worker, watermark) && w.needPoke.Load() {
 		w.poke()
 	}
 }
@@ -443,6 +451,10 @@ func (w *Writer) Reserve(n int, from int64) (int, error) {
 			w.slots[i] = true
 			w.marks[i].wm.Store(from)
 		}
+		if int32(first+n) > w.nMarks.Load() {
+			w.nMarks.Store(int32(first + n)) // after the marks: a step that sees it sees them
+		}
+		w.needPoke.Store(true) // the new slot holds the output back until it advances
 		w.poke()
 		return first, nil
 	}
@@ -459,6 +471,11 @@ func (w *Writer) Release(first, n int) {
 		w.slots[i] = false
 		w.marks[i].wm.Store(math.MaxInt64)
 	}
+	hi := w.nMarks.Load()
+	for hi > 0 && !w.slots[hi-1] {
+		hi--
+	}
+	w.nMarks.Store(hi)
 	w.poke()
 }
 
@@ -560,13 +577,16 @@ func (w *Writer) step() {
 	// a batch submitted before a watermark we loaded was sent before that
 	// watermark was stored, so it is among them (no other goroutine
 	// receives from the queue, so the receives below never block).
-	for i := range w.marks {
-		w.cur[i] = w.marks[i].wm.Load()
+	// Only the slots up to the highest reserved one can hold the output
+	// back (the others are at MaxInt64).
+	cur := w.cur[:w.nMarks.Load()]
+	for i := range cur {
+		cur[i] = w.marks[i].wm.Load()
 	}
 	for n := len(w.queue); n > 0; n-- {
 		w.accept(<-w.queue)
 	}
-	w.merge.release(w.cur, w.emitFn, w.doneFn)
+	w.merge.release(cur, w.emitFn, w.doneFn)
 	w.syncCounts()
 	if len(w.buf) >= flushSize {
 		w.writeOut()
@@ -575,8 +595,9 @@ func (w *Writer) step() {
 		w.pcapStep(false)
 	}
 	if len(w.syncs) > 0 {
-		w.syncDone(w.merge.limit(w.cur))
+		w.syncDone(w.merge.limit(cur))
 	}
+	w.needPoke.Store(w.merge.held > 0 || len(w.syncs) > 0 || (w.pcap != nil && w.pcap.all))
 }
 
 // syncReq is a Sync call waiting for the records before t to be written.
