@@ -99,6 +99,8 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 	bt := s.cfg.BlockTimeout
 	safeLag := int64(2*bt + time.Millisecond)
 	idle := max(bt, idlePoll)
+	errCheckIdles := max(1, int(time.Second/idle))
+	idles := 0
 	for !s.stopping.Load() {
 		if w.ready() {
 			w.down = false
@@ -122,9 +124,12 @@ func (w *worker) run(h Handler, s *sysCapture) error {
 		}
 		// Idle for a while. The netpoller may have dropped an error
 		// signal that came while this goroutine was not waiting (it keeps
-		// readiness, not errors): look for one, and while the interface is
-		// down, check that it still exists.
-		if w.hasError() {
+		// readiness, not errors): look for one, about once a second (a
+		// host with hundreds of idle rings would otherwise make a poll(2)
+		// for each at every idle wake), and while the interface is down,
+		// check that it still exists.
+		idles++
+		if idles%errCheckIdles == 0 && w.hasError() {
 			if err := w.sockErr(s); err != nil {
 				return err
 			}
