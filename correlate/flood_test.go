@@ -238,3 +238,32 @@ func TestUnverifiedFlowsShortLife(t *testing.T) {
 		t.Errorf("after the closed timeout: %+v, want all pruned", s.Stats)
 	}
 }
+
+// TestFlowListBound checks that the established flows left out of the flow
+// list (Config.MaxFlowList) are counted: established minus listed.
+func TestFlowListBound(t *testing.T) {
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}}
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{MaxFlowList: 10}, sink, d)
+	now := time.Now()
+	var b []tcp.Packet
+	for i := range 30 {
+		r := netip.AddrPortFrom(remote.Addr(), uint16(6000+i))
+		d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		p := pkt(uint32(i), tcp.DirOut, local, r)
+		p.Time = now.UnixNano()
+		b = append(b, p)
+	}
+	e.Block(0, b)
+	e.Flush()
+	clear(d.socks) // the sockets close: the next lookups find none
+	e.Block(0, b)
+	e.Flush()
+	e.Prune(now)
+	s := e.Stats()
+	listed := len(e.Flows())
+	if listed != 10 || s.FlowListDropped != uint64(30-listed) {
+		t.Errorf("%d listed, %d left out; want 10 and %d", listed, s.FlowListDropped, 30-listed)
+	}
+	checkConservation(t, e.Counts(), sink.records())
+}
