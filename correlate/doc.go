@@ -50,12 +50,23 @@
 //
 // # Flow table
 //
-// The table is bounded (Config.MaxFlows; packets of new flows beyond it are
-// malloc skips). Flows leave it when a lookup finds their socket gone, when
-// they ended on the wire (FINs both ways, or a RST) and had no packet for
-// Config.ClosedTimeout, or when they had no packet for Config.IdleTimeout. A
-// connection that comes back after an idle prune gets a new flow (its ppl
-// counter restarts) but is listed once in the disable line.
+// The table has two budgets. A flow starts unverified, in a small budget
+// (Config.MaxUnverifiedFlows): no lookup has found its socket established
+// yet. A 4-tuple without a socket (a spoofed or stray segment) stays so;
+// with ppl > 1, so does a flow none of whose packets was sampled yet. A new
+// flow that finds the budget used evicts the oldest unverified flow that
+// has no socket or had no packet since it was last looked at (one that had
+// gets a second chance); if none can go, its packet is refused and counted
+// as a malloc skip and in Stats.FlowTableFull. A flow found established
+// moves to the main budget (Config.MaxFlows), which a flood of 4-tuples
+// without sockets cannot touch; past it, flows stay unverified.
+//
+// Flows leave the table when a lookup finds no socket (at the next prune),
+// when they ended on the wire (FINs both ways, or a RST) or were never found
+// established and had no packet for Config.ClosedTimeout, or when they had
+// no packet for Config.IdleTimeout. A connection that comes back after a
+// prune gets a new flow (its ppl counter restarts) but is listed once in the
+// disable line.
 //
 // # Concurrency
 //

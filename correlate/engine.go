@@ -16,18 +16,25 @@ type Config struct {
 	// It applies to packets that come without state (Sample): a source
 	// that delivers packets with their state samples them itself.
 	PPL uint32
-	// MaxFlows bounds the flow table; packets of new flows beyond it are
-	// skipped as malloc. 0 means 1<<18.
+	// MaxFlows bounds the flows found established in the flow table. 0
+	// means 1<<18.
 	MaxFlows int
+	// MaxUnverifiedFlows bounds the flows no lookup has found established
+	// yet (a 4-tuple without a socket never is): they are evicted, oldest
+	// first, to make room for new flows, and pruned after ClosedTimeout
+	// without a packet. Packets of new flows that find no room are skipped
+	// as malloc (Stats.FlowTableFull). 0 means MaxFlows/8, at least 512.
+	MaxUnverifiedFlows int
 	// IdleTimeout prunes flows with no packet for this long; 0 means 60s.
 	IdleTimeout time.Duration
 	// ClosedTimeout prunes flows that are over on the wire (FINs both ways,
-	// or a RST) once they had no packet for this long; 0 means 2s. It keeps
-	// the table small under connection churn when sampling leaves the last
-	// packets of a connection unlooked-up.
+	// or a RST), and flows not found established, once they had no packet
+	// for this long; 0 means 2s. It keeps the table small under connection
+	// churn when sampling leaves the last packets of a connection
+	// unlooked-up, and under a flood of segments without a socket.
 	ClosedTimeout time.Duration
 	// MaxFlowList bounds the flows remembered for the disable line's flow
-	// list after they left the table; 0 means 1<<20.
+	// list after they left the table; 0 means DefaultMaxFlowList.
 	MaxFlowList int
 	// PruneInterval is how often Run prunes the flow table; 0 means 1s.
 	PruneInterval time.Duration
@@ -36,12 +43,18 @@ type Config struct {
 	Origin *Origin
 }
 
+// DefaultMaxFlowList is Config.MaxFlowList's default: at about 80 bytes a
+// flow, 5 MB.
+const DefaultMaxFlowList = 1 << 16
+
 // Stats are the engine's own counters beyond the SIFTR counts.
 type Stats struct {
 	ActiveFlows     int64  // flows in the table now
+	UnverifiedFlows int64  // of which not found established (Config.MaxUnverifiedFlows)
 	FlowsCreated    uint64 // flows ever created
-	FlowsPruned     uint64 // flows removed (socket gone, idle, or 4-tuple reused)
-	FlowTableFull   uint64 // packets of new flows refused because the table was full
+	FlowsPruned     uint64 // flows removed (socket gone, idle, evicted, or 4-tuple reused)
+	FlowsEvicted    uint64 // of which unverified flows evicted to make room for new ones
+	FlowTableFull   uint64 // packets of new flows refused because the table was full (malloc skips)
 	FlowListDropped uint64 // established flows left out of the flow list (MaxFlowList)
 	SinkRejected    uint64 // records the sink refused (queue full); counted as malloc skips
 	CookieReuses    uint64 // a 4-tuple seen with a new socket cookie
@@ -125,8 +138,11 @@ func NewEngine(cfg *Config, sink Sink, producers int) (*Engine, error) {
 	if c.ClosedTimeout <= 0 {
 		c.ClosedTimeout = 2 * time.Second
 	}
+	if c.MaxUnverifiedFlows <= 0 {
+		c.MaxUnverifiedFlows = max(c.MaxFlows/8, 512)
+	}
 	if c.MaxFlowList <= 0 {
-		c.MaxFlowList = 1 << 20
+		c.MaxFlowList = DefaultMaxFlowList
 	}
 	if c.PruneInterval <= 0 {
 		c.PruneInterval = time.Second
@@ -135,7 +151,7 @@ func NewEngine(cfg *Config, sink Sink, producers int) (*Engine, error) {
 		cfg:   c,
 		ppl:   uint64(c.PPL),
 		sink:  sink,
-		flows: newFlowTable(c.MaxFlows, c.MaxFlowList),
+		flows: newFlowTable(c.MaxFlows, c.MaxUnverifiedFlows, c.MaxFlowList),
 		prods: make([]producer, producers),
 	}
 	e.origin.Store(c.Origin)
@@ -333,12 +349,12 @@ func (pr *producer) publish(t *tally) {
 }
 
 // observe updates a flow from its socket's snapshot: cookie, reuse of the
-// 4-tuple by a new socket, established and gone.
+// 4-tuple by a new socket, established (which moves it to the table's main
+// budget) and gone. A flow without a socket is gone too, established or
+// not: the pruner removes it, and a new flow needing room evicts it first.
 func (e *Engine) observe(f *flow, s *tcp.Snapshot) {
 	if s.Status == tcp.NoSocket {
-		if f.established.Load() {
-			f.gone.Store(true)
-		}
+		f.gone.Store(true)
 		return
 	}
 	if old := f.cookie.Load(); old == 0 {
@@ -348,7 +364,10 @@ func (e *Engine) observe(f *flow, s *tcp.Snapshot) {
 		f = e.flows.replace(f, s.Cookie)
 	}
 	if s.Status == tcp.Found && Loggable(s.State) {
-		f.established.Store(true)
+		if !f.established.Load() {
+			f.established.Store(true)
+			e.flows.verify(f)
+		}
 	} else if f.established.Load() {
 		// e.g. TIME_WAIT: the established socket is gone.
 		f.gone.Store(true)
@@ -412,8 +431,10 @@ func (e *Engine) Flows() []Flow { return e.flows.names() }
 func (e *Engine) Stats() Stats {
 	return Stats{
 		ActiveFlows:     e.flows.active.Load(),
+		UnverifiedFlows: e.flows.unverif.Load(),
 		FlowsCreated:    e.flows.created.Load(),
 		FlowsPruned:     e.flows.pruned.Load(),
+		FlowsEvicted:    e.flows.evicted.Load(),
 		FlowTableFull:   e.flows.full.Load(),
 		FlowListDropped: e.flows.retiredDropped.Load(),
 		SinkRejected:    e.rejected.Load(),

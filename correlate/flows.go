@@ -36,6 +36,10 @@ type flow struct {
 	gone atomic.Bool
 	// removed is set when the flow leaves the table; workers drop cached pointers to it.
 	removed atomic.Bool
+	// verified is set, under the flow's shard lock, once the flow holds a
+	// place in the table's main budget (it was found established); until
+	// then it counts in its shard's budget of unverified flows.
+	verified bool
 	// ends holds endIn/endOut for a FIN seen in that direction, and endRST.
 	ends atomic.Uint32
 }
@@ -66,17 +70,31 @@ func (f *flow) ended() bool {
 
 const shardBits = 6
 
+// evictScan bounds the unverified flows looked at to make room for a new one.
+const evictScan = 16
+
 // flowTable is a bounded, sharded map of flows. Lookups of existing flows
 // take a shard's read lock only.
+//
+// It has two budgets. A flow starts unverified: no lookup has found its
+// socket established yet (a 4-tuple without a socket, such as a spoofed
+// segment, never leaves that state). Each shard holds at most maxUnv of
+// them, in creation order (unv); a new flow that finds its shard's budget
+// used evicts the oldest one that is socketless or had no packet since it
+// was last looked at (CLOCK: one that had gets a second chance), looking at
+// up to evictScan of them once; if none can go (every one had packets since
+// it was last looked at), the packet is refused (full).
+// A flow found established moves to the main budget (max), where only
+// pruning removes it; when that is used up it stays unverified.
 type flowTable struct {
-	max    int64
-	active atomic.Int64
-	seq    atomic.Uint64
-	shards [1 << shardBits]struct {
-		mu sync.RWMutex // guards m
-		m  map[flowKey]*flow
-		_  [40]byte // keep shards on separate cache lines
-	}
+	max     int64 // main budget: flows found established
+	maxUnv  int   // unverified flows per shard
+	active  atomic.Int64
+	main    atomic.Int64 // flows in the main budget
+	seq     atomic.Uint64
+	shards  [1 << shardBits]shard
+	unverif atomic.Int64 // unverified flows, all shards
+	evicted atomic.Uint64
 
 	// retired holds the names of established flows that left the table,
 	// for the disable line; at most maxRetired of them.
@@ -90,6 +108,69 @@ type flowTable struct {
 	full           atomic.Uint64
 }
 
+// shard is one part of the flow table.
+type shard struct {
+	mu sync.RWMutex // guards m, nUnv and unv
+	m  map[flowKey]*flow
+	// nUnv counts the unverified flows in m; unv lists them oldest first
+	// (a ring), with entries of flows that left the table or were
+	// verified since, which are skipped.
+	nUnv int
+	unv  ring
+	_    [64]byte // keep shards on separate cache lines
+}
+
+// unvEntry is an unverified flow and its ppl count when it was last looked
+// at; fresh means never looked at yet (count is then 0: the flow's first
+// packet was counted after it was listed).
+type unvEntry struct {
+	f     *flow
+	count uint64
+	fresh bool
+}
+
+// idle reports whether e's flow had no packet since it was last looked at
+// (or, fresh, none but its first).
+func (e *unvEntry) idle() bool {
+	c := e.f.count.Load()
+	if e.fresh {
+		return c&countMask <= 1
+	}
+	return c == e.count
+}
+
+// ring is a FIFO of unvEntry with a fixed capacity.
+type ring struct {
+	buf        []unvEntry
+	head, size int
+}
+
+func (r *ring) push(e unvEntry) {
+	r.buf[(r.head+r.size)%len(r.buf)] = e
+	r.size++
+}
+
+func (r *ring) pop() unvEntry {
+	e := r.buf[r.head]
+	r.buf[r.head] = unvEntry{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return e
+}
+
+// live reports whether e's flow is still an unverified flow of the table.
+func (e *unvEntry) live() bool { return !e.f.removed.Load() && !e.f.verified }
+
+// compact drops the entries of flows no longer unverified in the table.
+func (r *ring) compact() {
+	n := r.size
+	for range n {
+		if e := r.pop(); e.live() {
+			r.push(e)
+		}
+	}
+}
+
 type retiredFlow struct {
 	seq    uint64
 	cookie uint64
@@ -100,13 +181,22 @@ func (f *flow) retired() retiredFlow {
 	return retiredFlow{f.seq, f.cookie.Load(), Flow{Local: f.key.local, Remote: f.key.remote}}
 }
 
-func newFlowTable(max, maxRetired int) *flowTable {
-	t := &flowTable{max: int64(max), maxRetired: maxRetired}
+// newFlowTable returns a table of at most maxFlows flows found established and
+// maxUnv unverified ones (split among the shards, at least minShardUnv
+// each), remembering up to maxRetired retired ones for the flow list.
+func newFlowTable(maxFlows, maxUnv, maxRetired int) *flowTable {
+	t := &flowTable{max: int64(maxFlows), maxUnv: max(maxUnv>>shardBits, minShardUnv), maxRetired: maxRetired}
 	for i := range t.shards {
 		t.shards[i].m = make(map[flowKey]*flow)
+		// Twice the budget: entries of flows verified or removed since
+		// are dropped when it fills (compact), so it never overflows.
+		t.shards[i].unv.buf = make([]unvEntry, 2*t.maxUnv)
 	}
 	return t
 }
+
+// minShardUnv is the least unverified flows a shard may hold.
+const minShardUnv = 8
 
 func (k *flowKey) shard() int {
 	l, r := k.local.Addr().As16(), k.remote.Addr().As16()
@@ -131,15 +221,83 @@ func (t *flowTable) get(k flowKey) *flow {
 	if f = s.m[k]; f != nil {
 		return f
 	}
-	if t.active.Add(1) > t.max {
-		t.active.Add(-1)
+	if !t.roomLocked(s) {
 		t.full.Add(1)
 		return nil
 	}
 	f = &flow{key: k, seq: t.seq.Add(1)}
-	s.m[k] = f
-	t.created.Add(1)
+	t.insertLocked(s, f)
 	return f
+}
+
+// roomLocked makes room in shard s for a new unverified flow, evicting one
+// if its budget is used, and reports whether there is room.
+func (t *flowTable) roomLocked(s *shard) bool {
+	// Each unverified flow has one entry in s.unv, and is looked at once:
+	// one given a second chance is not evicted by the same call.
+	for n := min(evictScan, s.nUnv); n > 0 && s.nUnv >= t.maxUnv && s.unv.size > 0; {
+		e := s.unv.pop()
+		if !e.live() {
+			continue // verified or removed since it was listed
+		}
+		n--
+		switch {
+		case e.f.gone.Load() || e.idle():
+			t.removeLocked(s, e.f)
+			t.evicted.Add(1)
+		default:
+			// It had packets since: a second chance.
+			s.unv.push(unvEntry{f: e.f, count: e.f.count.Load()})
+		}
+	}
+	return s.nUnv < t.maxUnv
+}
+
+// insertLocked adds a new unverified flow to shard s.
+func (t *flowTable) insertLocked(s *shard, f *flow) {
+	if s.unv.size == len(s.unv.buf) {
+		s.unv.compact()
+	}
+	s.unv.push(unvEntry{f: f, fresh: true})
+	s.nUnv++
+	s.m[f.key] = f
+	t.unverif.Add(1)
+	t.active.Add(1)
+	t.created.Add(1)
+}
+
+// removeLocked takes f out of shard s: its name is kept for the flow list
+// if it was established.
+func (t *flowTable) removeLocked(s *shard, f *flow) {
+	delete(s.m, f.key)
+	f.removed.Store(true)
+	if f.verified {
+		t.main.Add(-1)
+	} else {
+		s.nUnv--
+		t.unverif.Add(-1)
+	}
+	t.active.Add(-1)
+	t.pruned.Add(1)
+	t.retire(f)
+}
+
+// verify moves f, found established, to the main budget, if it is still in
+// the table and the budget has room; otherwise it stays unverified.
+func (t *flowTable) verify(f *flow) {
+	s := &t.shards[f.key.shard()]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.verified || f.removed.Load() {
+		return
+	}
+	if t.main.Add(1) > t.max {
+		t.main.Add(-1)
+		return
+	}
+	f.verified = true
+	s.nUnv--
+	t.unverif.Add(-1)
 }
 
 // replace swaps old, whose 4-tuple now belongs to a new socket, for a fresh
@@ -153,21 +311,17 @@ func (t *flowTable) replace(old *flow, cookie uint64) *flow {
 			return cur
 		}
 		// old was pruned meanwhile; fall through and insert.
-		if t.active.Add(1) > t.max {
-			t.active.Add(-1)
-			t.full.Add(1)
-			return old
-		}
 	} else {
-		old.removed.Store(true)
-		t.retire(old)
-		t.pruned.Add(1)
+		t.removeLocked(s, old)
+	}
+	if !t.roomLocked(s) {
+		t.full.Add(1)
+		return old
 	}
 	f := &flow{key: old.key, seq: t.seq.Add(1)}
 	f.cookie.Store(cookie)
 	f.lastSeen.Store(old.lastSeen.Load())
-	s.m[old.key] = f
-	t.created.Add(1)
+	t.insertLocked(s, f)
 	return f
 }
 
@@ -185,20 +339,17 @@ func (t *flowTable) retire(f *flow) {
 	t.retired = append(t.retired, f.retired())
 }
 
-// prune removes flows whose socket is gone, ended flows with no packet
-// since closedBefore and flows with no packet since idleBefore (times in ns).
+// prune removes flows whose socket is gone, ended or unverified flows with
+// no packet since closedBefore and flows with no packet since idleBefore
+// (times in ns).
 func (t *flowTable) prune(idleBefore, closedBefore int64) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for k, f := range s.m {
+		for _, f := range s.m {
 			last := f.lastSeen.Load()
-			if f.gone.Load() || last < idleBefore || (last < closedBefore && f.ended()) {
-				delete(s.m, k)
-				f.removed.Store(true)
-				t.active.Add(-1)
-				t.pruned.Add(1)
-				t.retire(f)
+			if f.gone.Load() || last < idleBefore || (last < closedBefore && (f.ended() || !f.verified)) {
+				t.removeLocked(s, f)
 			}
 		}
 		s.mu.Unlock()

@@ -229,8 +229,9 @@ func printStatus(w io.Writer, s *ctl.Status, path string) {
 		row("packets", "%d (in %d, out %d)%s", sum(c.Packets), c.Packets[0], c.Packets[1], of)
 		row("lines", "%d", c.Lines)
 		row("sampled out", "%d", sum(c.SampledOut))
-		row("skipped", "%d (no socket %d, not established %d, queue full %d)",
-			sum(c.SkipMalloc)+sum(c.SkipTCPCB)+sum(c.SkipInPCB), sum(c.SkipInPCB), sum(c.SkipTCPCB), sum(c.SkipMalloc))
+		row("skipped", "%d (no socket %d, not established %d, %s)",
+			sum(c.SkipMalloc)+sum(c.SkipTCPCB)+sum(c.SkipInPCB), sum(c.SkipInPCB), sum(c.SkipTCPCB),
+			probe.MallocBreakdown(sum(c.SkipMalloc), c.FlowTableFull, c.QueueFull))
 		row("flows", "%d active", c.Flows)
 	}
 }

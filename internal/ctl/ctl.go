@@ -133,8 +133,12 @@ type Counts struct {
 	SkipMalloc [2]uint64 `json:"skipped_malloc"`
 	SkipTCPCB  [2]uint64 `json:"skipped_tcpcb"`
 	SkipInPCB  [2]uint64 `json:"skipped_inpcb"`
-	Lines      uint64    `json:"lines"`        // data lines written
-	Flows      int64     `json:"active_flows"` // flows in the flow table
+	// FlowTableFull and QueueFull are the malloc skips of packets the flow
+	// table refused and of records the writer's queue refused.
+	FlowTableFull uint64 `json:"flow_table_full"`
+	QueueFull     uint64 `json:"queue_full"`
+	Lines         uint64 `json:"lines"`        // data lines written
+	Flows         int64  `json:"active_flows"` // flows in the flow table
 }
 
 // Change is what a set command changed.

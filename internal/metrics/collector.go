@@ -90,6 +90,7 @@ type Collector struct {
 	frames, discarded, kernelPackets, ringDrops, ringFreezes, kernelStatsErrors *prometheus.Desc
 
 	flowsActive, flowsCreated, flowsPruned, flowTableFull, cookieReuses *prometheus.Desc
+	flowsUnverified, flowsEvicted, flowListDropped                      *prometheus.Desc
 	lookupCalls, lookupCallErrors, handoffFull                          *prometheus.Desc
 
 	diagLookups, diagBatches, diagResults, diagErrors, diagOverruns, diagResent *prometheus.Desc
@@ -136,11 +137,14 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		ringFreezes:       d("capture_ring_freezes_total", "Times a ring ran out of free blocks (tp_freeze_q_cnt)."),
 		kernelStatsErrors: d("capture_kernel_stats_errors_total", "Failed reads of the rings' PACKET_STATISTICS (the drain at the stop then waits its longest)."),
 
-		flowsActive:   d("flows_active", "Flows in the flow table."),
-		flowsCreated:  d("flows_created_total", "Flows created in the flow table."),
-		flowsPruned:   d("flows_pruned_total", "Flows removed from the flow table (socket gone, idle, or 4-tuple reused)."),
-		flowTableFull: d("flow_table_full_packets_total", "Packets of new flows refused because the flow table was full (counted as malloc skips)."),
-		cookieReuses:  d("flow_cookie_reuses_total", "Times a 4-tuple was seen with a new socket cookie."),
+		flowsActive:     d("flows_active", "Flows in the flow table."),
+		flowsCreated:    d("flows_created_total", "Flows created in the flow table."),
+		flowsPruned:     d("flows_pruned_total", "Flows removed from the flow table (socket gone, idle, or 4-tuple reused)."),
+		flowTableFull:   d("flow_table_full_packets_total", "Packets of new flows refused because the flow table was full (counted as malloc skips)."),
+		cookieReuses:    d("flow_cookie_reuses_total", "Times a 4-tuple was seen with a new socket cookie."),
+		flowsUnverified: d("flows_unverified", "Flows in the flow table not found established (yet): 4-tuples without a socket, or not looked up yet; they have a small budget of their own."),
+		flowsEvicted:    d("flows_evicted_total", "Flows not found established evicted from the flow table to make room for new flows."),
+		flowListDropped: d("flow_list_dropped_flows_total", "Established flows left out of the disable line's flow list because its bound was reached."),
 
 		lookupCalls:      d("lookup_calls_total", "Socket lookup calls (one per ring block with sampled packets)."),
 		lookupCallErrors: d("lookup_call_errors_total", "Socket lookup calls that failed; their packets count as malloc skips."),
@@ -198,6 +202,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.packets, c.sampledOut, c.skipped, c.records,
 		c.frames, c.discarded, c.kernelPackets, c.ringDrops, c.ringFreezes, c.kernelStatsErrors,
 		c.flowsActive, c.flowsCreated, c.flowsPruned, c.flowTableFull, c.cookieReuses,
+		c.flowsUnverified, c.flowsEvicted, c.flowListDropped,
 		c.lookupCalls, c.lookupCallErrors, c.handoffFull,
 		c.diagLookups, c.diagBatches, c.diagResults, c.diagErrors, c.diagOverruns, c.diagResent,
 		c.queueDepth, c.queueCap, c.queueRecords, c.held,
@@ -272,6 +277,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.flowsPruned, es.FlowsPruned)
 	counter(c.flowTableFull, es.FlowTableFull)
 	counter(c.cookieReuses, es.CookieReuses)
+	gauge(c.flowsUnverified, float64(es.UnverifiedFlows))
+	counter(c.flowsEvicted, es.FlowsEvicted)
+	counter(c.flowListDropped, es.FlowListDropped)
 	rs := &s.Resolve
 	counter(c.lookupCalls, rs.Batches)
 	counter(c.lookupCallErrors, rs.LookupErrors)

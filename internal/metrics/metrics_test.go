@@ -64,6 +64,8 @@ func fakeStats() Stats {
 		},
 		Engine: correlate.Stats{
 			ActiveFlows:     5,
+			UnverifiedFlows: 4,
+			FlowsEvicted:    9,
 			FlowsCreated:    17,
 			FlowsPruned:     12,
 			FlowTableFull:   3,

@@ -293,6 +293,7 @@ func (p *Pipeline) Status() *ctl.Status {
 		st.Counts = &ctl.Counts{
 			Packets: s.Counts.Packets, SampledOut: s.Counts.SampledOut, Sampled: s.Sampled.Sampled,
 			SkipMalloc: s.Counts.SkipMalloc, SkipTCPCB: s.Counts.SkipTCPCB, SkipInPCB: s.Counts.SkipInPCB,
+			FlowTableFull: s.Engine.FlowTableFull, QueueFull: s.Engine.SinkRejected,
 			Lines: s.Writer.Records, Flows: s.Engine.ActiveFlows,
 		}
 	}

@@ -77,7 +77,7 @@ func (p *Pipeline) openCycle(cfg *Config) (*cycle, error) {
 		c.src.Close()
 		return nil, explainLog(cfg.LogFile, err)
 	}
-	if c.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL, Origin: originOf(cfg.NetNS)}, c.out, c.src.Producers()); err != nil {
+	if c.eng, err = correlate.NewEngine(engineConfig(cfg, originOf(cfg.NetNS)), c.out, c.src.Producers()); err != nil {
 		c.close()
 		return nil, &SetupError{err}
 	}

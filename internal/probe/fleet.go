@@ -524,7 +524,7 @@ func (f *fleet) openUnit(ns netnsInfo, path, iface string, origin *correlate.Ori
 		u.out, u.own = w, true
 		sink = w
 	}
-	u.eng, err = correlate.NewEngine(&correlate.Config{PPL: cfg.PPL, Origin: origin}, sink, src.Producers())
+	u.eng, err = correlate.NewEngine(engineConfig(&cfg, origin), sink, src.Producers())
 	if err != nil {
 		u.release()
 		return nil, err
@@ -714,7 +714,9 @@ func addStats(a, b *metrics.Stats) {
 	a.State = b.State
 	a.Engine.ActiveFlows += b.Engine.ActiveFlows
 	a.Engine.FlowsCreated += b.Engine.FlowsCreated
+	a.Engine.UnverifiedFlows += b.Engine.UnverifiedFlows
 	a.Engine.FlowsPruned += b.Engine.FlowsPruned
+	a.Engine.FlowsEvicted += b.Engine.FlowsEvicted
 	a.Engine.FlowTableFull += b.Engine.FlowTableFull
 	a.Engine.FlowListDropped += b.Engine.FlowListDropped
 	a.Engine.SinkRejected += b.Engine.SinkRejected

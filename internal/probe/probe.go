@@ -57,10 +57,13 @@ type Config struct {
 	// mode unlogged packets never reach user space: with PPL 1 the file
 	// gets what is logged (every packet but SIFTR's skips); with a larger
 	// PPL it is a set-up error.
-	PcapAll     bool
-	StatusEvery time.Duration // status line interval on Stderr; 0 = none
-	Stdout      io.Writer     // for LogFile "-"; nil = os.Stdout
-	Stderr      io.Writer     // status lines; nil = os.Stderr
+	PcapAll bool
+	// MaxFlows, MaxUnverifiedFlows and MaxFlowList bound each engine's flow
+	// table and flow list (correlate.Config); 0 = correlate's defaults.
+	MaxFlows, MaxUnverifiedFlows, MaxFlowList int
+	StatusEvery                               time.Duration // status line interval on Stderr; 0 = none
+	Stdout                                    io.Writer     // for LogFile "-"; nil = os.Stdout
+	Stderr                                    io.Writer     // status lines; nil = os.Stderr
 	// Reopen, if set: each value received reopens the log file (SIGHUP, for logrotate).
 	Reopen <-chan os.Signal
 	// OnRecord, if set, sees every record as it is written, on the writer's goroutine.
@@ -652,4 +655,10 @@ func sysVer() uint32 {
 		return 0
 	}
 	return output.SysVer(unix.ByteSliceToString(u.Release[:]))
+}
+
+// engineConfig is the correlate.Config of cfg's engines, for sockets at origin.
+func engineConfig(cfg *Config, origin *correlate.Origin) *correlate.Config {
+	return &correlate.Config{PPL: cfg.PPL, Origin: origin,
+		MaxFlows: cfg.MaxFlows, MaxUnverifiedFlows: cfg.MaxUnverifiedFlows, MaxFlowList: cfg.MaxFlowList}
 }

@@ -79,6 +79,9 @@ func (s *status) line(now time.Time, in *metrics.Stats) string {
 		rate(c.Packets[0], s.lastPkts[0]), rate(c.Packets[1], s.lastPkts[1]),
 		rate(ws.Records, s.lastRecs), si(float64(ws.Records)),
 		si(float64(skipped)), drops, ws.QueueDepth, ws.QueueCap, in.Engine.ActiveFlows, staleness)
+	if n := in.Engine.FlowTableFull; n > 0 {
+		line += fmt.Sprintf("  flow table full %d", n)
+	}
 	if ws.WriteErrors > 0 {
 		line += fmt.Sprintf("  WRITE ERRORS %d (%d records lost)", ws.WriteErrors, ws.LostToWriteError)
 	}
@@ -103,6 +106,15 @@ func si(v float64) string {
 	}
 }
 
+// MallocBreakdown says what SIFTR's malloc skips were: packets of new flows
+// the flow table refused, records the writer's queue refused, and the rest
+// (a lookup failed or too many waited for one, the exact ring buffer was
+// full, a write failed).
+func MallocBreakdown(malloc, tableFull, queueFull uint64) string {
+	other := malloc - min(malloc, tableFull+queueFull)
+	return fmt.Sprintf("malloc %d: flow table full %d, queue full %d, other %d", malloc, tableFull, queueFull, other)
+}
+
 // Millis formats nanoseconds as milliseconds.
 func Millis(ns float64) string { return fmt.Sprintf("%.2fms", ns/1e6) }
 
@@ -121,8 +133,8 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "siftr-probe: %s: %d packets (in %d, out %d) in %s, %d records written to %s\n",
 		what, total, c.Packets[0], c.Packets[1], s.End.Sub(s.Start).Round(time.Millisecond), s.Writer.Records, s.LogFile)
-	fmt.Fprintf(w, "  not logged: sampled out %d; skipped %d (no socket %d, not established %d, queue full %d)\n",
-		sum2(c.SampledOut), skipped, sum2(c.SkipInPCB), sum2(c.SkipTCPCB), sum2(c.SkipMalloc))
+	fmt.Fprintf(w, "  not logged: sampled out %d; skipped %d (no socket %d, not established %d, %s)\n",
+		sum2(c.SampledOut), skipped, sum2(c.SkipInPCB), sum2(c.SkipTCPCB), MallocBreakdown(sum2(c.SkipMalloc), s.Engine.FlowTableFull, s.Engine.SinkRejected))
 	if s.State == "exact" {
 		x := &s.Exact
 		fmt.Fprintf(w, "  exact (eBPF, %s): ring buffer full %d, not local %d, malformed %d; inbound records confirmed by tcp_probe %d, unconfirmed %d; flows %d\n",
@@ -145,6 +157,12 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	if s.Writer.WriteErrors > 0 {
 		fmt.Fprintf(w, "  write errors %d: %d records lost\n", s.Writer.WriteErrors, s.Writer.LostToWriteError)
+	}
+	if e := &s.Engine; e.FlowTableFull > 0 || e.FlowsEvicted > 0 {
+		fmt.Fprintf(w, "  flow table: %d packets of new flows refused (full), %d flows without an established socket evicted\n", e.FlowTableFull, e.FlowsEvicted)
+	}
+	if n := s.Engine.FlowListDropped; n > 0 {
+		fmt.Fprintf(w, "  flow list: %d established flows left out of the disable line (bound reached)\n", n)
 	}
 	if len(s.NetNS) > 0 || s.NetNSBeyondMax > 0 {
 		printNetNS(w, s.NetNS, s.NetNSBeyondMax)
