@@ -41,7 +41,17 @@ type Config struct {
 	// Origin, if set, is where the sockets live: every record points to it
 	// (until SetOrigin).
 	Origin *Origin
+	// Clock is the monotonic clock that flows age by (in ns from any fixed
+	// point); nil means the runtime's. Packet times are wall-clock times
+	// (the log's) and can step with it; ageing by them would prune every
+	// flow at a forward step and keep dead ones at a backward one.
+	Clock func() int64
 }
+
+// monoBase is the fixed point of the default Clock.
+var monoBase = time.Now()
+
+func monotonic() int64 { return int64(time.Since(monoBase)) }
 
 // DefaultMaxFlowList is Config.MaxFlowList's default: at about 80 bytes a
 // flow, 5 MB.
@@ -147,11 +157,14 @@ func NewEngine(cfg *Config, sink Sink, producers int) (*Engine, error) {
 	if c.PruneInterval <= 0 {
 		c.PruneInterval = time.Second
 	}
+	if c.Clock == nil {
+		c.Clock = monotonic
+	}
 	e := &Engine{
 		cfg:   c,
 		ppl:   uint64(c.PPL),
 		sink:  sink,
-		flows: newFlowTable(c.MaxFlows, c.MaxUnverifiedFlows, c.MaxFlowList),
+		flows: newFlowTable(c.MaxFlows, c.MaxUnverifiedFlows, c.MaxFlowList, c.Clock),
 		prods: make([]producer, producers),
 	}
 	e.origin.Store(c.Origin)
@@ -187,12 +200,12 @@ func (e *Engine) sample(p int, pkts []tcp.Packet, keep []sampledPkt) []sampledPk
 			t.add(handshakeSkip(pk), d)
 			continue
 		}
-		f := e.flowOf(&pr.last, pk)
+		f, n := e.flowOf(&pr.last, pk, epoch)
 		if f == nil {
 			t.add(cMalloc, d)
 			continue
 		}
-		if ppl > 1 && advance(f, epoch)%ppl != 0 {
+		if n%ppl != 0 {
 			t.add(cSampledOut, d)
 			continue
 		}
@@ -203,26 +216,35 @@ func (e *Engine) sample(p int, pkts []tcp.Packet, keep []sampledPkt) []sampledPk
 	return keep
 }
 
-// flowOf returns the flow of pk, through the cached flow *last, and
-// notes the packet's time and FIN or RST in it. It returns nil when the
-// flow table is full.
-func (e *Engine) flowOf(last **flow, pk *tcp.Packet) *flow {
+// flowOf returns the flow of pk, through the cached flow *last, with pk
+// counted in it, and pk's count in the flow at epoch (see advance); it
+// notes when the flow had the packet, and its FIN or RST. It returns nil
+// when the flow table is full. A flow that leaves the table meanwhile
+// counts nothing: pk is counted in the flow that follows it.
+func (e *Engine) flowOf(last **flow, pk *tcp.Packet, epoch uint64) (*flow, uint64) {
 	k := flowKey{pk.Local(), pk.Remote()}
 	f := *last
-	if f == nil || f.key != k || f.removed.Load() {
-		f = e.flows.get(k)
-		*last = f
-		if f == nil {
-			return nil
+	for {
+		if f == nil || f.key != k || f.removed.Load() {
+			f = e.flows.get(k)
+			*last = f
+			if f == nil {
+				return nil, 0
+			}
 		}
+		// lastSeen before the count: the pruner reads them the other way.
+		if d := pk.Time - f.lastPkt.Load(); d > int64(time.Millisecond) || d < -int64(time.Millisecond) {
+			f.lastPkt.Store(pk.Time)
+			f.lastSeen.Store(e.cfg.Clock())
+		}
+		if n, ok := advance(f, epoch); ok {
+			if pk.Flags&(tcp.FlagFIN|tcp.FlagRST) != 0 {
+				f.sawEnd(pk)
+			}
+			return f, n
+		}
+		f = nil // it left the table: the next one
 	}
-	if pk.Time-f.lastSeen.Load() > int64(time.Millisecond) {
-		f.lastSeen.Store(pk.Time)
-	}
-	if pk.Flags&(tcp.FlagFIN|tcp.FlagRST) != 0 {
-		f.sawEnd(pk)
-	}
-	return f
 }
 
 // drop counts sampled packets that could not be settled (their lookup
@@ -275,10 +297,11 @@ func (e *Engine) SetOrigin(o *Origin) { e.origin.Store(o) }
 func (e *Engine) Stated(p int, pk *tcp.Packet, snap *tcp.Snapshot, recs []Record) []Record {
 	pr := &e.prods[p]
 	var t tally
-	if f := e.flowOf(&pr.lastStated, pk); f == nil {
+	// Epoch 0: such a source samples itself, the count only tells the
+	// table the flow is alive.
+	if f, _ := e.flowOf(&pr.lastStated, pk, 0); f == nil {
 		t.add(cMalloc, int(pk.Dir))
 	} else {
-		f.count.Add(1)
 		e.observe(f, snap)
 		recs = settle(&t, pk, snap, recs)
 	}
@@ -387,9 +410,10 @@ func Loggable(st uint8) bool {
 
 // Prune removes flows whose socket is gone, flows that ended on the wire
 // and had no packet for the closed timeout, and flows that had no packet for
-// the idle timeout, before now.
-func (e *Engine) Prune(now time.Time) {
-	e.flows.prune(now.Add(-e.cfg.IdleTimeout).UnixNano(), now.Add(-e.cfg.ClosedTimeout).UnixNano())
+// the idle timeout, by Config.Clock.
+func (e *Engine) Prune() {
+	now := e.cfg.Clock()
+	e.flows.prune(now-int64(e.cfg.IdleTimeout), now-int64(e.cfg.ClosedTimeout))
 }
 
 // Run prunes the flow table every Config.PruneInterval until ctx is done.
@@ -401,8 +425,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
-			e.Prune(now)
+		case <-t.C:
+			e.Prune()
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,6 +88,13 @@ func (s *fakeSink) setReject(r bool) {
 	defer s.mu.Unlock()
 	s.reject = r
 }
+
+// fakeClock is a Config.Clock that moves only when set: flows age by it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() int64          { return c.ns.Load() }
+func (c *fakeClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 var (
 	local  = netip.MustParseAddrPort("10.0.0.1:40000")
@@ -389,13 +397,17 @@ func TestPruneAndFlowList(t *testing.T) {
 	idle := netip.MustParseAddrPort("10.0.0.9:5201")
 	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{q: established(7), {Local: local, Remote: idle}: established(8)}}
 	sink := &fakeSink{}
-	e := newEngine(t, &Config{IdleTimeout: time.Minute}, sink, d)
+	var clk fakeClock
+	e := newEngine(t, &Config{IdleTimeout: time.Minute, Clock: clk.now}, sink, d)
 	now := time.Now()
 	p := pkt(1, tcp.DirOut, local, remote)
 	p.Time = now.UnixNano()
 	pi := pkt(2, tcp.DirOut, local, idle)
 	pi.Time = now.Add(-2 * time.Minute).UnixNano()
-	e.Block(0, []tcp.Packet{pi, p})
+	clk.set(now.Add(-2 * time.Minute))
+	e.Block(0, []tcp.Packet{pi})
+	clk.set(now)
+	e.Block(0, []tcp.Packet{p})
 	e.Flush()
 	if s := e.Stats(); s.ActiveFlows != 2 {
 		t.Fatalf("%d active flows, want 2", s.ActiveFlows)
@@ -405,7 +417,7 @@ func TestPruneAndFlowList(t *testing.T) {
 	p.Time++
 	e.Block(0, []tcp.Packet{p})
 	e.Flush()
-	e.Prune(now)
+	e.Prune()
 	if s := e.Stats(); s.ActiveFlows != 0 || s.FlowsPruned != 2 {
 		t.Errorf("after prune: %+v, want 0 active, 2 pruned", s)
 	}
@@ -427,7 +439,8 @@ func TestEndedFlowsPruned(t *testing.T) {
 	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(5)}}
 	sink := &fakeSink{}
 	// ppl 1000: nothing but the first flow's packet is looked up.
-	e := newEngine(t, &Config{PPL: 1000, IdleTimeout: time.Minute, ClosedTimeout: time.Second}, sink, d)
+	var clk fakeClock
+	e := newEngine(t, &Config{PPL: 1000, IdleTimeout: time.Minute, ClosedTimeout: time.Second, Clock: clk.now}, sink, d)
 	now := time.Now()
 	at := func(p tcp.Packet, ago time.Duration, flags uint8) tcp.Packet {
 		p.Time, p.Flags = now.Add(-ago).UnixNano(), flags
@@ -437,7 +450,9 @@ func TestEndedFlowsPruned(t *testing.T) {
 	for i := range 1000 {
 		open = append(open, at(pkt(uint32(i), tcp.DirOut, local, remote), 30*time.Second, tcp.FlagACK))
 	}
+	clk.set(now.Add(-30 * time.Second))
 	e.Block(0, open)
+	clk.set(now.Add(-5 * time.Second))
 	e.Block(0, []tcp.Packet{
 		at(pkt(1, tcp.DirOut, local, finBoth), 5*time.Second, tcp.FlagFIN|tcp.FlagACK),
 		at(pkt(2, tcp.DirIn, local, finBoth), 5*time.Second, tcp.FlagFIN|tcp.FlagACK),
@@ -445,14 +460,16 @@ func TestEndedFlowsPruned(t *testing.T) {
 		at(pkt(4, tcp.DirIn, local, rst), 5*time.Second, tcp.FlagRST),
 	})
 	e.Flush()
-	e.Prune(now)
+	clk.set(now)
+	e.Prune()
 	// The half-closed flow was never looked up: unverified, it leaves
 	// after the closed timeout too.
 	if s := e.Stats(); s.ActiveFlows != 1 || s.FlowsPruned != 3 {
 		t.Errorf("after prune: %d active, %d pruned; want the open flow kept, 3 pruned", s.ActiveFlows, s.FlowsPruned)
 	}
 	// Idle for more than the idle timeout: the open flow goes, then comes back.
-	e.Prune(now.Add(2 * time.Minute))
+	clk.set(now.Add(2 * time.Minute))
+	e.Prune()
 	back := open[:1000:1000]
 	for i := range back {
 		back[i].Time = now.Add(3 * time.Minute).UnixNano()
@@ -535,7 +552,7 @@ func TestConservationRandom(t *testing.T) {
 				tcp.FlagSYN | tcp.FlagACK, tcp.FlagFIN | tcp.FlagACK, tcp.FlagRST}[rng.IntN(7)]
 		}
 		if b%50 == 49 {
-			e.Prune(time.Unix(0, int64(b)*1000*1000))
+			e.Prune()
 		}
 		e.Block(b%2, block)
 	}
@@ -570,3 +587,153 @@ type discardSink struct{}
 
 func (discardSink) Submit(int, []Record, int64) bool { return true }
 func (discardSink) Advance(int, int64)               {}
+
+// TestFlowsAgeByMonotonicClock checks that a step of the wall clock, which
+// packet times follow, neither prunes active flows nor keeps them from
+// ageing: a forward step longer than the idle timeout keeps every flow
+// and its ppl phase, and after a backward step a flow that keeps getting
+// packets stays while one that does not goes after the idle timeout.
+func TestFlowsAgeByMonotonicClock(t *testing.T) {
+	quiet := netip.MustParseAddrPort("10.0.0.9:5201")
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{
+		{Local: local, Remote: remote}: established(1),
+		{Local: local, Remote: quiet}:  established(2),
+	}}
+	sink := &fakeSink{}
+	var clk fakeClock
+	e := newEngine(t, &Config{PPL: 10, IdleTimeout: time.Minute, Clock: clk.now}, sink, d)
+	wall := time.Now()
+	n := 0
+	send := func(step time.Duration) {
+		// 25 packets of the busy flow, 10 ms apart in both clocks.
+		var b []tcp.Packet
+		for range 25 {
+			p := pkt(uint32(n), tcp.DirOut, local, remote)
+			p.Time = wall.UnixNano()
+			b = append(b, p)
+			wall = wall.Add(10 * time.Millisecond)
+			clk.add(10 * time.Millisecond)
+			n++
+		}
+		e.Block(0, b)
+		e.Flush()
+		wall = wall.Add(step)
+	}
+	q := pkt(0, tcp.DirOut, local, quiet)
+	q.Time = wall.UnixNano()
+	e.Block(0, []tcp.Packet{q})
+	send(10 * time.Minute) // the wall clock steps forward 10 minutes
+	send(0)
+	e.Prune()
+	if s := e.Stats(); s.ActiveFlows != 2 || s.FlowsPruned != 0 {
+		t.Fatalf("after a forward step: %d active, %d pruned; want both flows kept", s.ActiveFlows, s.FlowsPruned)
+	}
+	wall = wall.Add(-time.Hour) // and back an hour
+	for range 8 {               // 8 x (250 ms + 10 s) of the monotonic clock: past the idle timeout
+		send(0)
+		clk.add(10 * time.Second)
+		e.Prune()
+	}
+	s := e.Stats()
+	if s.ActiveFlows != 1 || s.FlowsPruned != 1 {
+		t.Errorf("after a backward step: %d active, %d pruned; want the busy flow kept, the quiet one pruned", s.ActiveFlows, s.FlowsPruned)
+	}
+	// One flow throughout: every 10th of its packets is a record.
+	if got, want := recordsOf(sink.records(), remote), n/10; got != want {
+		t.Errorf("%d records of the busy flow, want %d (one flow, ppl 10, %d packets)", got, want, n)
+	}
+	checkConservation(t, e.Counts(), sink.records())
+}
+
+// TestConcurrentProducersAndPruner drives two producers on shared flows
+// while the pruner runs, under a clock that makes flows idle at every
+// prune, and checks that no packet is counted in a flow after it left the
+// table and every packet is counted in exactly one flow.
+func TestConcurrentProducersAndPruner(t *testing.T) {
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}, noCalls: true}
+	var remotes []netip.AddrPort
+	for i := range 16 {
+		r := netip.AddrPortFrom(remote.Addr(), uint16(8000+i))
+		remotes = append(remotes, r)
+		if i%2 == 0 { // half have an established socket, half none (gone at once)
+			d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(i + 1))
+		}
+	}
+	var clk fakeClock
+	sink := &fakeSink{}
+	e := newEngine(t, &Config{PPL: 3, IdleTimeout: time.Millisecond, ClosedTimeout: time.Millisecond, Clock: clk.now}, sink, d, d)
+	type removal struct {
+		f     *flow
+		count uint64
+	}
+	var (
+		mu      sync.Mutex
+		removed []removal
+	)
+	e.flows.onRemove = func(f *flow) {
+		mu.Lock()
+		removed = append(removed, removal{f, f.count.Load() & countMask})
+		mu.Unlock()
+	}
+	const blocks = 400
+	var sent [2]map[flowKey]uint64
+	var wg sync.WaitGroup
+	for w := range 2 {
+		sent[w] = map[flowKey]uint64{}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for b := range blocks {
+				block := make([]tcp.Packet, 64)
+				for i := range block {
+					r := remotes[rng.IntN(len(remotes))]
+					block[i] = pkt(uint32(b*100+i), tcp.Direction(rng.IntN(2)), local, r)
+					block[i].Time = int64(rng.IntN(1e9)) // far apart: every packet stamps its flow
+					block[i].Flags = tcp.FlagACK
+					sent[w][flowKey{local, r}]++
+				}
+				e.Block(w, block)
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var pruner sync.WaitGroup
+	pruner.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			clk.add(time.Second)
+			e.Prune()
+		}
+	})
+	wg.Wait()
+	close(stop)
+	pruner.Wait()
+	e.Flush()
+
+	got := map[flowKey]uint64{}
+	mu.Lock()
+	for _, r := range removed {
+		if c := r.f.count.Load() & countMask; c != r.count {
+			t.Errorf("flow %v counted %d packets after it left the table", r.f.key, c-r.count)
+		}
+		got[r.f.key] += r.count
+	}
+	mu.Unlock()
+	for i := range e.flows.shards {
+		for k, f := range e.flows.shards[i].m {
+			got[k] += f.count.Load() & countMask
+		}
+	}
+	for k := range sent[0] {
+		if want := sent[0][k] + sent[1][k]; got[k] != want {
+			t.Errorf("flow %v: %d packets counted in its flows, %d sent", k, got[k], want)
+		}
+	}
+	if len(removed) == 0 {
+		t.Error("the pruner removed no flow: the test exercised nothing")
+	}
+	checkConservation(t, e.Counts(), sink.records())
+}

@@ -130,7 +130,7 @@ func TestFloodStated(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 	// Socketless flows are gone: the next prune removes them all.
-	e.Prune(time.Unix(0, 0))
+	e.Prune()
 	if s := e.Stats(); s.ActiveFlows != 1 {
 		t.Errorf("after prune: %d flows, want the established one", s.ActiveFlows)
 	}
@@ -201,7 +201,8 @@ func TestUnverifiedFlowsShortLife(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{{Local: local, Remote: remote}: established(1)}}
 	sink := &fakeSink{}
-	e := newEngine(t, &Config{PPL: 1, IdleTimeout: time.Minute, ClosedTimeout: 2 * time.Second}, sink, d)
+	var clk fakeClock
+	e := newEngine(t, &Config{PPL: 1, IdleTimeout: time.Minute, ClosedTimeout: 2 * time.Second, Clock: clk.now}, sink, d)
 	now := time.Now()
 	var b []tcp.Packet
 	for i := range 100 {
@@ -212,28 +213,33 @@ func TestUnverifiedFlowsShortLife(t *testing.T) {
 	p := pkt(1000, tcp.DirOut, local, remote)
 	p.Time = now.Add(-10 * time.Second).UnixNano()
 	b = append(b, p)
+	clk.set(now.Add(-10 * time.Second))
 	e.Block(0, b)
 	e.Flush()
-	e.Prune(now)
+	clk.set(now)
+	e.Prune()
 	if s := e.Stats(); s.ActiveFlows != 1 || s.UnverifiedFlows != 0 {
 		t.Errorf("after prune: %+v; want the socketless flows gone", s.Stats)
 	}
 
 	// Never looked up (ppl 1000): unverified, gone after the closed timeout.
-	e2 := newEngine(t, &Config{PPL: 1000, ClosedTimeout: 2 * time.Second}, &fakeSink{}, &fakeDiag{})
+	e2 := newEngine(t, &Config{PPL: 1000, ClosedTimeout: 2 * time.Second, Clock: clk.now}, &fakeSink{}, &fakeDiag{})
 	b = b[:0]
 	for i := range 100 {
 		p := pkt(uint32(i), tcp.DirIn, local, spoofed(rng))
 		p.Time = now.Add(-time.Second).UnixNano()
 		b = append(b, p)
 	}
+	clk.set(now.Add(-time.Second))
 	e2.Block(0, b)
 	e2.Flush()
-	e2.Prune(now)
+	clk.set(now)
+	e2.Prune()
 	if s := e2.Stats(); s.ActiveFlows != 100 {
 		t.Errorf("%d flows after 1s, want 100", s.ActiveFlows)
 	}
-	e2.Prune(now.Add(2 * time.Second))
+	clk.set(now.Add(2 * time.Second))
+	e2.Prune()
 	if s := e2.Stats(); s.ActiveFlows != 0 || s.FlowsPruned != 100 {
 		t.Errorf("after the closed timeout: %+v, want all pruned", s.Stats)
 	}
@@ -259,7 +265,7 @@ func TestFlowListBound(t *testing.T) {
 	clear(d.socks) // the sockets close: the next lookups find none
 	e.Block(0, b)
 	e.Flush()
-	e.Prune(now)
+	e.Prune()
 	s := e.Stats()
 	listed := len(e.Flows())
 	if listed != 10 || s.FlowListDropped != uint64(30-listed) {

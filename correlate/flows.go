@@ -21,11 +21,15 @@ type flow struct {
 	key flowKey
 	// seq orders flows by creation, for the disable line's flow list.
 	seq uint64
-	// count is the ppl counter: packets of this flow seen so far, both directions.
+	// count is the ppl counter: packets of this flow seen so far, both
+	// directions, with its epoch and the dead bit (see advance).
 	count atomic.Uint64
-	// lastSeen is the newest packet time (ns) seen, approximately (it is
-	// updated at most once a millisecond to keep the cache line quiet).
-	lastSeen atomic.Int64
+	// lastSeen is when the flow last had a packet, on the engine's
+	// monotonic clock (Config.Clock), so that a step of the wall clock
+	// neither ages nor rejuvenates flows; lastPkt is that packet's own
+	// time. Both are updated when a packet's time is more than a
+	// millisecond from lastPkt (either way), to keep the cache line quiet.
+	lastSeen, lastPkt atomic.Int64
 	// cookie is the socket cookie, 0 until a lookup found the socket.
 	cookie atomic.Uint64
 	// established is set once a lookup found the socket established or later:
@@ -87,8 +91,9 @@ const evictScan = 16
 // A flow found established moves to the main budget (max), where only
 // pruning removes it; when that is used up it stays unverified.
 type flowTable struct {
-	max     int64 // main budget: flows found established
-	maxUnv  int   // unverified flows per shard
+	max     int64        // main budget: flows found established
+	clock   func() int64 // Config.Clock
+	maxUnv  int          // unverified flows per shard
 	active  atomic.Int64
 	main    atomic.Int64 // flows in the main budget
 	seq     atomic.Uint64
@@ -106,6 +111,9 @@ type flowTable struct {
 	created        atomic.Uint64
 	pruned         atomic.Uint64
 	full           atomic.Uint64
+
+	// onRemove, if set (tests), is called with each flow that leaves.
+	onRemove func(*flow)
 }
 
 // shard is one part of the flow table.
@@ -129,10 +137,9 @@ type unvEntry struct {
 	fresh bool
 }
 
-// idle reports whether e's flow had no packet since it was last looked at
-// (or, fresh, none but its first).
-func (e *unvEntry) idle() bool {
-	c := e.f.count.Load()
+// idle reports whether e's flow, whose count is now c, had no packet since
+// it was last looked at (or, fresh, none but its first).
+func (e *unvEntry) idle(c uint64) bool {
 	if e.fresh {
 		return c&countMask <= 1
 	}
@@ -184,8 +191,8 @@ func (f *flow) retired() retiredFlow {
 // newFlowTable returns a table of at most maxFlows flows found established and
 // maxUnv unverified ones (split among the shards, at least minShardUnv
 // each), remembering up to maxRetired retired ones for the flow list.
-func newFlowTable(maxFlows, maxUnv, maxRetired int) *flowTable {
-	t := &flowTable{max: int64(maxFlows), maxUnv: max(maxUnv>>shardBits, minShardUnv), maxRetired: maxRetired}
+func newFlowTable(maxFlows, maxUnv, maxRetired int, clock func() int64) *flowTable {
+	t := &flowTable{max: int64(maxFlows), maxUnv: max(maxUnv>>shardBits, minShardUnv), maxRetired: maxRetired, clock: clock}
 	for i := range t.shards {
 		t.shards[i].m = make(map[flowKey]*flow)
 		// Twice the budget: entries of flows verified or removed since
@@ -226,6 +233,7 @@ func (t *flowTable) get(k flowKey) *flow {
 		return nil
 	}
 	f = &flow{key: k, seq: t.seq.Add(1)}
+	f.lastSeen.Store(t.clock())
 	t.insertLocked(s, f)
 	return f
 }
@@ -241,8 +249,9 @@ func (t *flowTable) roomLocked(s *shard) bool {
 			continue // verified or removed since it was listed
 		}
 		n--
+		c := e.f.count.Load()
 		switch {
-		case e.f.gone.Load() || e.idle():
+		case (e.f.gone.Load() || e.idle(c)) && t.kill(e.f, c):
 			t.removeLocked(s, e.f)
 			t.evicted.Add(1)
 		default:
@@ -266,8 +275,16 @@ func (t *flowTable) insertLocked(s *shard, f *flow) {
 	t.created.Add(1)
 }
 
-// removeLocked takes f out of shard s: its name is kept for the flow list
-// if it was established.
+// kill marks f as leaving the table if no packet was counted in it since
+// its count read c, and reports whether it did. The caller holds f's
+// shard lock and removes f once kill succeeds; a packet counted meanwhile
+// makes it fail, and f stays (it is not idle).
+func (t *flowTable) kill(f *flow, c uint64) bool {
+	return c&deadBit == 0 && f.count.CompareAndSwap(c, c|deadBit)
+}
+
+// removeLocked takes f, killed, out of shard s: its name is kept for the
+// flow list if it was established.
 func (t *flowTable) removeLocked(s *shard, f *flow) {
 	delete(s.m, f.key)
 	f.removed.Store(true)
@@ -280,6 +297,9 @@ func (t *flowTable) removeLocked(s *shard, f *flow) {
 	t.active.Add(-1)
 	t.pruned.Add(1)
 	t.retire(f)
+	if t.onRemove != nil {
+		t.onRemove(f)
+	}
 }
 
 // verify moves f, found established, to the main budget, if it is still in
@@ -288,7 +308,13 @@ func (t *flowTable) verify(f *flow) {
 	s := &t.shards[f.key.shard()]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.verified || f.removed.Load() {
+	if f.verified {
+		return
+	}
+	if f.removed.Load() {
+		// It left the table while its lookup ran: its name was not
+		// kept then, as it was not known established.
+		t.retire(f)
 		return
 	}
 	if t.main.Add(1) > t.max {
@@ -312,6 +338,7 @@ func (t *flowTable) replace(old *flow, cookie uint64) *flow {
 		}
 		// old was pruned meanwhile; fall through and insert.
 	} else {
+		old.count.Or(deadBit) // its packets from now on count in the new flow
 		t.removeLocked(s, old)
 	}
 	if !t.roomLocked(s) {
@@ -321,6 +348,7 @@ func (t *flowTable) replace(old *flow, cookie uint64) *flow {
 	f := &flow{key: old.key, seq: t.seq.Add(1)}
 	f.cookie.Store(cookie)
 	f.lastSeen.Store(old.lastSeen.Load())
+	f.lastPkt.Store(old.lastPkt.Load())
 	t.insertLocked(s, f)
 	return f
 }
@@ -341,14 +369,18 @@ func (t *flowTable) retire(f *flow) {
 
 // prune removes flows whose socket is gone, ended or unverified flows with
 // no packet since closedBefore and flows with no packet since idleBefore
-// (times in ns).
+// (monotonic times in ns, as flow.lastSeen). A flow that gets a packet
+// while it is looked at stays.
 func (t *flowTable) prune(idleBefore, closedBefore int64) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
 		for _, f := range s.m {
+			// The count first: a packet counted after this read fails
+			// the kill; one counted before it stored lastSeen first.
+			c := f.count.Load()
 			last := f.lastSeen.Load()
-			if f.gone.Load() || last < idleBefore || (last < closedBefore && (f.ended() || !f.verified)) {
+			if (f.gone.Load() || last < idleBefore || (last < closedBefore && (f.ended() || !f.verified))) && t.kill(f, c) {
 				t.removeLocked(s, f)
 			}
 		}

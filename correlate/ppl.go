@@ -79,27 +79,38 @@ func (e *Engine) unlockAll() {
 	}
 }
 
-// epochBits are the high bits of a flow's count that hold the epoch (the
-// generation of the ppl setting) its count belongs to; the low bits count.
+// A flow's count is one word, so that counting a packet in it and taking
+// it out of the table are one atomic step each and never interleave: the
+// low epochShift bits count packets, the bits above them hold the epoch
+// (the generation of the ppl setting, modulo 1<<15) the count belongs to,
+// and the top bit (deadBit) is set once, when the flow leaves the table.
+// A packet is never counted in a flow that left it, and a flow is never
+// taken out while a packet is being counted in it (see flowTable.kill).
 const (
 	epochShift = 48
 	countMask  = 1<<epochShift - 1
+	epochMask  = 1<<15 - 1
+	deadBit    = 1 << 63
 )
 
 // advance counts one packet in flow f for sampling at the given epoch and
 // returns the flow's count in that epoch: 1 for its first packet since the
-// epoch began. Producers of one flow may advance it concurrently; they all
-// see the same epoch (SetPPL changes it under every producer's lock).
-func advance(f *flow, epoch uint64) uint64 {
-	tag := epoch << epochShift
+// epoch began. It returns false, counting nothing, if f has left the
+// table. Producers of one flow may advance it concurrently; they all see
+// the same epoch (SetPPL changes it under every producer's lock).
+func advance(f *flow, epoch uint64) (uint64, bool) {
+	tag := (epoch & epochMask) << epochShift
 	for {
 		old := f.count.Load()
+		if old&deadBit != 0 {
+			return 0, false
+		}
 		n := uint64(1)
 		if old&^countMask == tag {
 			n = old&countMask + 1
 		}
 		if f.count.CompareAndSwap(old, tag|n&countMask) {
-			return n
+			return n, true
 		}
 	}
 }
