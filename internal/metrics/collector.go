@@ -11,6 +11,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/diag"
 	"github.com/siftr-probe/siftr-probe/exact"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
 )
@@ -43,6 +44,9 @@ type Stats struct {
 	NetNSBeyondMax uint64
 	// Pods is the pod watcher's state (--node-name); nil without.
 	Pods *PodStats
+	// ClockSteps are the steps of the wall clock during the run (not only
+	// the cycle).
+	ClockSteps clockstep.Stats
 }
 
 // PodStats are the pod watcher's counters (internal/pods.Stats).
@@ -105,6 +109,8 @@ type Collector struct {
 	netnsFollowed, netnsBeyondMax, netnsPackets, netnsLogged *prometheus.Desc
 
 	podsKnown, podsSynced, podsRequests, podsErrors *prometheus.Desc
+
+	clockSteps *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls read once per scrape and
@@ -168,6 +174,7 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		writeErrors:  d("writer_write_errors_total", "Failed writes to the log."),
 		lostRecords:  d("writer_lost_records_total", "Records formatted but lost because a write failed."),
 		logUnlinked:  d("writer_log_unlinked_total", "Times the open log file was found deleted (records go nowhere until SIGHUP reopens it)."),
+		clockSteps:   d("clock_steps_total", "Steps of the wall clock (set, not slewed) during the run: the log's times jump with them; after a backward one, lines until the clock is back where it was come out of time order."),
 
 		exactRecords:    d("exact_records_total", "exact mode: records read from the programs' ring buffer."),
 		exactDiscarded:  d("exact_discarded_packets_total", "exact mode: inbound TCP segments on the port not counted as packets, by reason: not_local (not for this host, or tagged for another device's VLAN), malformed (the IP layer would drop it).", "reason"),
@@ -211,6 +218,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.pcapPackets, c.pcapBytes, c.pcapDropped, c.pcapWriteErrors, c.pcapLost,
 		c.netnsFollowed, c.netnsBeyondMax, c.netnsPackets, c.netnsLogged,
 		c.podsKnown, c.podsSynced, c.podsRequests, c.podsErrors,
+		c.clockSteps,
 	}
 }
 
@@ -307,6 +315,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.writeErrors, ws.WriteErrors)
 	counter(c.lostRecords, ws.LostToWriteError)
 	counter(c.logUnlinked, ws.LogUnlinked)
+	counter(c.clockSteps, s.ClockSteps.Steps)
 	count, sum, buckets := Histogram(&ws.Staleness, StalenessBuckets)
 	ch <- prometheus.MustNewConstHistogram(c.staleness, count, sum, buckets)
 

@@ -25,6 +25,7 @@ import (
 	"github.com/siftr-probe/siftr-probe/diag"
 	"github.com/siftr-probe/siftr-probe/exact"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 	"github.com/siftr-probe/siftr-probe/output"
 )
@@ -133,6 +134,7 @@ func fakeStats() Stats {
 		},
 		NetNSBeyondMax: 2,
 		Pods:           &PodStats{Known: 31, Synced: true, Lists: 1, Watches: 3, Errors: 2},
+		ClockSteps:     clockstep.Stats{Steps: 37, Last: -2 * time.Second},
 	}
 }
 

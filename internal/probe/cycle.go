@@ -229,5 +229,6 @@ func (p *Pipeline) readCycle(c *cycle) metrics.Stats {
 	p.mu.Unlock()
 	s := c.stats()
 	s.Enabled, s.PPL, s.Port, s.Cycle, s.CycleStart = st.Enabled, st.PPL, st.Port, st.Cycle, c.start
+	s.ClockSteps = p.clockSteps()
 	return s
 }

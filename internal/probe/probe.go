@@ -21,6 +21,7 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/internal/buildinfo"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/ctl"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -168,6 +169,10 @@ type Pipeline struct {
 	perr     error      // the first pcap write error of any cycle
 	ran      bool
 	closed   bool
+
+	// clock notices steps of the wall clock from Run to Close; nil if it
+	// could not be set up (said on Stderr).
+	clock *clockstep.Watcher
 
 	// changeMu serializes the changes: enable, disable, set.
 	changeMu sync.Mutex
@@ -326,7 +331,47 @@ func (p *Pipeline) Close() error {
 	if p.ctl != nil {
 		p.ctl.Close()
 	}
+	if w := p.clockWatcher(); w != nil {
+		w.Close()
+	}
 	return nil
+}
+
+// watchClock starts noticing steps of the wall clock for the run: each is
+// said on Stderr and counted (metrics.Stats.ClockSteps).
+func (p *Pipeline) watchClock() {
+	w, err := clockstep.Watch(p.clockStepped)
+	if err != nil {
+		fmt.Fprintf(p.cfg.Stderr, "siftr-probe: steps of the wall clock will not be noticed: %v\n", err)
+		return
+	}
+	p.mu.Lock()
+	p.clock = w
+	p.mu.Unlock()
+}
+
+func (p *Pipeline) clockWatcher() *clockstep.Watcher {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.clock
+}
+
+// clockSteps are the steps of the wall clock noticed so far.
+func (p *Pipeline) clockSteps() clockstep.Stats {
+	if w := p.clockWatcher(); w != nil {
+		return w.Stats()
+	}
+	return clockstep.Stats{}
+}
+
+// clockStepped says what a step of the wall clock does to the log.
+func (p *Pipeline) clockStepped(s clockstep.Step) {
+	by := s.By.Round(time.Microsecond)
+	if by >= 0 {
+		p.logf("the wall clock stepped forward by %v: the log's times jump with it (flows age by the monotonic clock: none is pruned for it)", by)
+		return
+	}
+	p.logf("the wall clock stepped back by %v: the log's times go back with it, and its lines of the next %v come out of time order (counted as late); flows age by the monotonic clock: none is pruned for it", -by, -by)
 }
 
 // read is one reading of every counter of the pipeline: the summary, the
@@ -342,6 +387,7 @@ func (p *Pipeline) read() metrics.Stats {
 	s := metrics.Stats{State: p.state.String(), Enabled: p.cur != nil, PPL: p.cfg.PPL, Port: p.cfg.Port, Cycle: p.cycles}
 	p.mu.Unlock()
 	if c == nil {
+		s.ClockSteps = p.clockSteps()
 		return s
 	}
 	return p.readCycle(c)
@@ -351,6 +397,7 @@ func (p *Pipeline) read() metrics.Stats {
 // from Run to its end, with the settings it started with.
 func (p *Pipeline) readFleet() metrics.Stats {
 	s := p.fleet.read()
+	s.ClockSteps = p.clockSteps()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s.PPL, s.Port = p.cfg.PPL, p.cfg.Port
@@ -375,6 +422,7 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	p.ran = true
 	p.started = time.Now()
 	p.mu.Unlock()
+	p.watchClock()
 	if p.fleet != nil {
 		return p.runFleet(ctx)
 	}

@@ -42,6 +42,10 @@ type Report struct {
 	// and interface, those that went away included (ended).
 	NetNS          []netnsReport `json:"netns,omitempty"`
 	NetNSBeyondMax uint64        `json:"netns_beyond_max,omitempty"`
+	// ClockSteps counts the steps of the wall clock during the run;
+	// LastClockStepNS is the latest one's size (> 0 forward).
+	ClockSteps      uint64 `json:"clock_steps"`
+	LastClockStepNS int64  `json:"last_clock_step_ns,omitempty"`
 }
 
 type netnsReport struct {
@@ -76,6 +80,7 @@ func (s *Summary) Report() *Report {
 			PodNamespace: n.Origin.PodNamespace, Pod: n.Origin.PodName, Iface: n.Iface, Ended: n.Ended, Counts: n.Counts})
 	}
 	r.NetNSBeyondMax = s.NetNSBeyondMax
+	r.ClockSteps, r.LastClockStepNS = s.ClockSteps.Steps, int64(s.ClockSteps.Last)
 	if s.PcapFile != "" {
 		pc := s.Writer.Pcap
 		r.Pcap = &pc

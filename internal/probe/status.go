@@ -155,6 +155,13 @@ func (s *Summary) Print(w io.Writer) {
 	if s.Writer.Late > 0 {
 		fmt.Fprintf(w, "  %d records were written out of timestamp order\n", s.Writer.Late)
 	}
+	if cs := s.ClockSteps; cs.Steps > 0 {
+		times := fmt.Sprintf("%d times", cs.Steps)
+		if cs.Steps == 1 {
+			times = "once"
+		}
+		fmt.Fprintf(w, "  the wall clock stepped %s during the run (the last by %v): the log's times jump with it\n", times, cs.Last.Round(time.Microsecond))
+	}
 	if s.Writer.WriteErrors > 0 {
 		fmt.Fprintf(w, "  write errors %d: %d records lost\n", s.Writer.WriteErrors, s.Writer.LostToWriteError)
 	}
