@@ -163,7 +163,14 @@ func (r *blockReader) deliver(id int, h Handler) {
 		r.filtered.Add(c.filtered)
 		r.vlan.Add(c.vlan)
 	}
-	h.Block(id, r.pkts[:n])
+	var safe int64
+	for i := range n {
+		safe = max(safe, r.pkts[i].Time)
+	}
+	if n > 0 {
+		safe -= int64(StampLag)
+	}
+	h.Block(id, r.pkts[:n], safe)
 }
 
 // walk decodes the frames of one block into r.pkts and counts them.

@@ -77,12 +77,14 @@ const (
 
 type blockRecorder struct {
 	blocks [][]tcp.Packet
+	safe   []int64
 	worker int
 }
 
-func (r *blockRecorder) Block(w int, pkts []tcp.Packet) {
+func (r *blockRecorder) Block(w int, pkts []tcp.Packet, safe int64) {
 	r.worker = w
 	r.blocks = append(r.blocks, append([]tcp.Packet(nil), pkts...))
+	r.safe = append(r.safe, safe)
 }
 
 func (r *blockRecorder) Idle(int, int64) {}
@@ -140,6 +142,11 @@ func TestDeliverBlock(t *testing.T) {
 			t.Errorf("packet %d:\n got %+v\nwant %+v", i, got[i], want[i])
 		}
 	}
+	// The block's watermark: its newest packet time less StampLag (a
+	// later block may hold a packet stamped up to StampLag earlier).
+	if want := int64(101e9+8) - int64(StampLag); rec.safe[0] != want {
+		t.Errorf("block watermark %d, want %d", rec.safe[0], want)
+	}
 	st := Stats{
 		Frames: w.frames.Load(), Packets: [2]uint64{w.packets[0].Load(), w.packets[1].Load()},
 		NotLocal: w.notLocal.Load(), Truncated: w.truncated.Load(), Malformed: w.malformed.Load(), Filtered: w.filtered.Load(),
@@ -156,6 +163,9 @@ func TestDeliverBlock(t *testing.T) {
 	w.deliver(3, &rec)
 	if w.cur != 1 || len(rec.blocks) != 3 || len(rec.blocks[1]) != 1 || len(rec.blocks[2]) != 0 {
 		t.Errorf("wrap: cur %d, blocks %d", w.cur, len(rec.blocks))
+	}
+	if rec.safe[2] != 0 {
+		t.Errorf("watermark of a block without packets %d, want 0", rec.safe[2])
 	}
 }
 
@@ -206,8 +216,8 @@ func TestDeliverAllocs(t *testing.T) {
 
 type nopHandler struct{}
 
-func (nopHandler) Block(int, []tcp.Packet) {}
-func (nopHandler) Idle(int, int64)         {}
+func (nopHandler) Block(int, []tcp.Packet, int64) {}
+func (nopHandler) Idle(int, int64)                {}
 
 // BenchmarkDeliverBlock measures the per-frame cost of walking and decoding
 // a ring block of headers-only frames, as the filter's snap length makes

@@ -108,15 +108,25 @@ type Handler interface {
 	// skipped), in ring order. pkts is valid only during the call: the
 	// worker reuses it. The packets are copies: the ring block has already
 	// been handed back to the kernel, which may refill it while Block runs.
-	Block(worker int, pkts []tcp.Packet)
+	// safe is a time (ns since the Unix epoch) such that every packet this
+	// worker delivers later has Time >= safe: the newest packet time of
+	// the block less StampLag (0 for a block without packets).
+	Block(worker int, pkts []tcp.Packet, safe int64)
 	// Idle is called when a poll of the worker's ring found nothing ready,
 	// at least every 10 ms (or every BlockTimeout, if longer) while the
-	// ring is idle. safe is a time (ns since the Unix epoch) such that every
-	// packet this worker delivers later has Time >= safe: the time the empty
-	// poll returned, less two block timeouts and 1 ms (a packet's block is
-	// retired at most two block timeouts after the packet was captured).
+	// ring is idle. safe is as Block's: the time the empty poll returned,
+	// less two block timeouts (a frame's block is retired at most two
+	// block timeouts after the frame was written) and StampLag.
 	Idle(worker int, safe int64)
 }
+
+// StampLag bounds how long before the kernel writes a frame into a ring
+// the frame's timestamp can have been taken: the one assumption both
+// watermarks of a Handler rest on. The kernel stamps a packet when it
+// enters the stack (or in the packet socket's own hook); RPS steering and
+// a CPU's backlog can hold it before it reaches the ring, so a ring's
+// frames are in time order only to within this.
+const StampLag = time.Millisecond
 
 // Stats counts what the rings saw. Frames = Packets[0] + Packets[1] +
 // NotLocal + Truncated + Malformed + Filtered + VLAN, once Run has returned.

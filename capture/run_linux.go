@@ -97,7 +97,7 @@ func (s *sysCapture) stop() {
 // and after stop deliver every frame the ring held at the stop.
 func (w *worker) run(h Handler, s *sysCapture) error {
 	bt := s.cfg.BlockTimeout
-	safeLag := int64(2*bt + time.Millisecond)
+	safeLag := int64(2*bt + StampLag)
 	idle := max(bt, idlePoll)
 	errCheckIdles := max(1, int(time.Second/idle))
 	idles := 0

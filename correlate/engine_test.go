@@ -123,10 +123,18 @@ type fixture struct {
 	res *Resolver
 }
 
-func (f *fixture) Block(w int, pkts []tcp.Packet) { f.res.Block(w, pkts) }
-func (f *fixture) Idle(w int, safe int64)         { f.res.Idle(w, safe) }
-func (f *fixture) Flush()                         { f.res.Flush() }
-func (f *fixture) Close()                         { f.res.Close() }
+// Block hands the resolver a block as capture would: its watermark is the
+// newest packet time (capture.StampLag aside).
+func (f *fixture) Block(w int, pkts []tcp.Packet) {
+	var safe int64
+	for i := range pkts {
+		safe = max(safe, pkts[i].Time)
+	}
+	f.res.Block(w, pkts, safe)
+}
+func (f *fixture) Idle(w int, safe int64) { f.res.Idle(w, safe) }
+func (f *fixture) Flush()                 { f.res.Flush() }
+func (f *fixture) Close()                 { f.res.Close() }
 
 // stats is the engine's and the resolver's counters together.
 type stats struct {

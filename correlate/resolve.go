@@ -113,22 +113,18 @@ func NewResolver(eng *Engine, readers []StateReader, ifIndex uint32) (*Resolver,
 	return r, nil
 }
 
-// Block counts and samples one ring block of producer wi (capture.Handler)
-// and hands the sampled packets to the worker's lookup side. It never
-// waits for a lookup.
-func (r *Resolver) Block(wi int, pkts []tcp.Packet) {
+// Block counts and samples one ring block of producer wi (capture.Handler:
+// every packet wi delivers later has Time >= safe) and hands the sampled
+// packets to the worker's lookup side. It never waits for a lookup.
+func (r *Resolver) Block(wi int, pkts []tcp.Packet, safe int64) {
 	w := &r.workers[wi]
-	var maxTime int64
-	for i := range pkts {
-		maxTime = max(maxTime, pkts[i].Time)
-	}
 	w.sampled = r.eng.sample(wi, pkts, w.sampled[:0])
 
 	w.mu.Lock()
 	room := maxPending - len(w.pending)
 	take := min(room, len(w.sampled))
 	w.pending = append(w.pending, w.sampled[:take]...)
-	w.mark = max(w.mark, maxTime)
+	w.mark = max(w.mark, safe)
 	w.handed++
 	w.mu.Unlock()
 	if n := len(w.sampled) - take; n > 0 {

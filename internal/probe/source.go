@@ -176,15 +176,11 @@ type teeHandler struct {
 	next capture.Handler
 }
 
-func (h *teeHandler) Block(wi int, pkts []tcp.Packet) {
+func (h *teeHandler) Block(wi int, pkts []tcp.Packet, safe int64) {
 	if len(pkts) > 0 {
-		var mark int64
-		for i := range pkts {
-			mark = max(mark, pkts[i].Time)
-		}
-		h.tap.SubmitPackets(wi, pkts, mark)
+		h.tap.SubmitPackets(wi, pkts, safe)
 	}
-	h.next.Block(wi, pkts)
+	h.next.Block(wi, pkts, safe)
 }
 
 func (h *teeHandler) Idle(wi int, safe int64) {

@@ -74,7 +74,8 @@ func newTeeBench(tb testing.TB, ppl uint32, pcapAll bool) (capture.Handler, *cor
 func TestTeeHandler(t *testing.T) {
 	h, res, w := newTeeBench(t, 10, true)
 	for i := range 10 {
-		h.Block(0, captureBlock(int64(i+1)*1000))
+		blk := captureBlock(int64(i+1) * 1000)
+		h.Block(0, blk, blk[len(blk)-1].Time)
 	}
 	h.Idle(0, 1<<40)
 	res.Close()
@@ -109,7 +110,7 @@ func BenchmarkHandlerBlock(b *testing.B) {
 					blk[i].Time = t0
 					t0++
 				}
-				h.Block(0, blk)
+				h.Block(0, blk, t0-1)
 				res.Flush()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(blk)), "ns/packet")
