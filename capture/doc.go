@@ -44,10 +44,12 @@
 // frame. The kernel hands a block to user space when it is full or when
 // Config.BlockTimeout has passed since it was opened, so a packet reaches
 // the Handler up to about two block timeouts after its timestamp (plus any
-// time the worker spends in the Handler); Handler.Idle gives each worker's
-// lower bound for later packets so that callers can merge workers in time
-// order. Within one ring, timestamps have been observed never to go
-// backwards; across rings they interleave.
+// time the worker spends in the Handler). Handler.Block and Handler.Idle
+// give each worker's lower bound for its later packets, so that callers can
+// merge workers in time order; both rest on one assumption, that a frame
+// reaches its ring within StampLag of its timestamp (RPS steering and a
+// CPU's backlog can reorder a ring's frames by about that). Across rings
+// timestamps interleave.
 //
 // On a loopback device every packet is seen twice: once as DirOut (the
 // sending socket's) and once as DirIn (the receiving socket's).

@@ -66,7 +66,12 @@
 // established and had no packet for Config.ClosedTimeout, or when they had
 // no packet for Config.IdleTimeout. A connection that comes back after a
 // prune gets a new flow (its ppl counter restarts) but is listed once in the
-// disable line.
+// disable line. "No packet for" is measured on a monotonic clock
+// (Config.Clock), not by packet times, which are wall-clock times and step
+// with it. Counting a packet in a flow and taking the flow out of the
+// table are each one atomic step on the flow's count word, so a packet is
+// never counted in a flow that already left, and a flow that gets a
+// packet while the pruner looks at it stays.
 //
 // # Concurrency
 //

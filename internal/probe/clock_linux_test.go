@@ -3,10 +3,8 @@
 package probe
 
 import (
-	"context"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
-	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
 	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
@@ -44,26 +41,9 @@ func TestIntegrationClockStep(t *testing.T) {
 			port := uint16(ln.Addr().(*net.TCPAddr).Port)
 			logPath := filepath.Join(t.TempDir(), "clock.log")
 			var stderr syncbuf.Buffer
-			started := make(chan struct{})
-			p, err := New(Config{
-				Started: func() { close(started) },
-				Iface:   lab.B.Iface, NetNS: lab.B.NetNS, Port: port, LogFile: logPath, State: state, Stderr: &stderr,
+			stop := startRun(t, Config{
+				Iface: lab.B.Iface, NetNS: lab.B.NetNS, Port: port, LogFile: logPath, State: state, Stderr: &stderr,
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := make(chan *Summary, 1)
-			go func() {
-				s, err := p.Run(ctx)
-				if err != nil {
-					t.Error(err)
-				}
-				done <- s
-			}()
-			<-started
 
 			var c net.Conn
 			if err := lab.A.Do(func() (err error) {
@@ -91,11 +71,7 @@ func TestIntegrationClockStep(t *testing.T) {
 			}
 			c.Close()
 			time.Sleep(200 * time.Millisecond)
-			cancel()
-			sum := <-done
-			if sum == nil {
-				t.Fatal("no summary")
-			}
+			sum := stop()
 			if sum.ClockSteps.Steps != 1 {
 				t.Errorf("%d clock steps in the summary, want 1", sum.ClockSteps.Steps)
 			}
@@ -107,15 +83,7 @@ func TestIntegrationClockStep(t *testing.T) {
 			if !strings.Contains(stderr.String(), "the wall clock stepped") {
 				t.Errorf("stderr does not say the clock stepped:\n%s", stderr.String())
 			}
-			f, err := os.Open(logPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l, err := siftrlog.Parse(f)
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := parseLog(t, logPath)
 			cn := sum.Counts
 			pkts, skipped := cn.Totals()
 			if lines := uint64(len(l.Lines)); lines < 100 || pkts != lines+cn.SampledOut[0]+cn.SampledOut[1]+skipped {

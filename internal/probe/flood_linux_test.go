@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
-	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
 )
 
 // flooder writes crafted TCP ACK segments from random source ports of
@@ -126,31 +124,12 @@ func TestIntegrationFlowTableFlood(t *testing.T) {
 	defer ln.Close()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	logPath := filepath.Join(t.TempDir(), "flood.log")
-	started := make(chan struct{})
-	p, err := New(Config{
-		Started: func() { close(started) },
-		Iface:   lab.B.Iface, NetNS: lab.B.NetNS, Port: port, LogFile: logPath, State: "diag", Stderr: io.Discard,
+	stop := startRun(t, Config{
+		Iface: lab.B.Iface, NetNS: lab.B.NetNS, Port: port, LogFile: logPath, State: "diag", Stderr: io.Discard,
 		MaxFlows: 64, MaxUnverifiedFlows: 512,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan *Summary, 1)
-	go func() {
-		s, err := p.Run(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- s
-	}()
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the probe did not start")
-	}
 
 	// The server reads everything and, before closing, says how many
 	// segments its socket saw (no offloads: one segment, one packet).
@@ -204,21 +183,8 @@ func TestIntegrationFlowTableFlood(t *testing.T) {
 	fstop()
 	<-fdone
 	time.Sleep(200 * time.Millisecond)
-	cancel()
-	sum := <-done
-	if sum == nil {
-		t.Fatal("no summary")
-	}
-
-	f, err := os.Open(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := siftrlog.Parse(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sum := stop()
+	l := parseLog(t, logPath)
 	real := 0
 	for _, ln := range l.Lines {
 		if ln.Remote.Port() == client.Port() {

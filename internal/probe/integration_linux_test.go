@@ -3,13 +3,16 @@
 package probe
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/internal/netlab"
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
+	"github.com/siftr-probe/siftr-probe/internal/siftrlog"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
@@ -111,4 +114,56 @@ func TestIntegrationOpenDiagsNetNS(t *testing.T) {
 			t.Errorf("client %d: %v -> %v: status %v, want found (zone resolved outside the namespace?)", i, q.Local, q.Remote, out[0].Status)
 		}
 	}
+}
+
+// startRun makes a pipeline of cfg and runs it until the returned stop is
+// called, which ends the run and returns its summary. It returns once
+// capture has started.
+func startRun(t *testing.T, cfg Config) (stop func() *Summary) {
+	t.Helper()
+	started := make(chan struct{})
+	cfg.Started = func() { close(started) }
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan *Summary, 1)
+	go func() {
+		s, err := p.Run(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- s
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe did not start")
+	}
+	return func() *Summary {
+		cancel()
+		s := <-done
+		if s == nil {
+			t.Fatal("no summary")
+		}
+		return s
+	}
+}
+
+// parseLog reads the SIFTR log at path with the strict reader.
+func parseLog(t *testing.T, path string) *siftrlog.Log {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l, err := siftrlog.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
