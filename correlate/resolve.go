@@ -124,7 +124,10 @@ func (r *Resolver) Block(wi int, pkts []tcp.Packet, safe int64) {
 	room := maxPending - len(w.pending)
 	take := min(room, len(w.sampled))
 	w.pending = append(w.pending, w.sampled[:take]...)
-	w.mark = max(w.mark, safe)
+	// The latest, not the highest: after a backward step of the wall
+	// clock the marks go back with the packets (the sink keeps its own
+	// highest by its timeline).
+	w.mark = safe
 	w.handed++
 	w.mu.Unlock()
 	if n := len(w.sampled) - take; n > 0 {
@@ -140,7 +143,7 @@ func (r *Resolver) Block(wi int, pkts []tcp.Packet, safe int64) {
 func (r *Resolver) Idle(wi int, safe int64) {
 	w := &r.workers[wi]
 	w.mu.Lock()
-	w.mark = max(w.mark, safe)
+	w.mark = safe
 	w.handed++
 	w.mu.Unlock()
 	w.poke()

@@ -1,6 +1,8 @@
 package exact
 
 import (
+	"time"
+
 	"github.com/siftr-probe/siftr-probe/correlate"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
@@ -216,6 +218,18 @@ func (r *reader) releaseAll() {
 		r.releaseOldest()
 	}
 	r.order = r.order[:0]
+}
+
+// setOffset changes the offset from the programs' monotonic times to Unix
+// time, as the wall clock moved. After a backward step the newest time
+// read is forgotten: the records read from now on are older, and a
+// watermark held at it would hold them (the writer orders across the
+// step by its timeline, not by times).
+func (r *reader) setOffset(o int64) {
+	if o < r.offset-int64(time.Millisecond) {
+		r.newest = 0
+	}
+	r.offset = o
 }
 
 // flush submits the batch. Its watermark is the newest time read, held

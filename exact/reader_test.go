@@ -143,3 +143,28 @@ func TestReaderExpire(t *testing.T) {
 		t.Errorf("watermark %d after everything was logged, want the newest record time 2000", out.mark)
 	}
 }
+
+// TestReaderOffsetBack checks that after the wall clock steps back (the
+// offset to Unix time shrinks) the watermark follows the records' new
+// times rather than staying at the newest time read before the step.
+func TestReaderOffsetBack(t *testing.T) {
+	r, out := newTestReader(t)
+	ev := inbound(5_000_000_000, 0xa, 1, false)
+	ev.Confirm = 0
+	r.event(ev)
+	r.flush(0)
+	if out.mark != 5_000_000_000 {
+		t.Fatalf("watermark %d, want the record's time", out.mark)
+	}
+	r.setOffset(r.offset - 2_000_000_000) // the clock stepped back 2 s
+	r.flush(3_500_000_000)
+	if out.mark != 3_500_000_000 {
+		t.Errorf("watermark %d after a step back, want the idle time 3.5 s (not the old newest 5 s)", out.mark)
+	}
+	r.setOffset(r.offset + 1000) // slewing: nothing forgotten
+	r.event(ev)
+	r.flush(0)
+	if out.mark != 3_000_001_000 {
+		t.Errorf("watermark %d, want the record's new time", out.mark)
+	}
+}

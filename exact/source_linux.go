@@ -355,7 +355,8 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 			s.tally(e)
 			s.publish(r)
 			if now.Sub(lastClock) >= time.Second {
-				r.offset, lastClock = monoclock.Offset(), now
+				r.setOffset(monoclock.Offset())
+				lastClock = now
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			r.releaseAll()

@@ -3,12 +3,14 @@ package output
 import (
 	"math"
 	"slices"
+	"sort"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
 )
 
 // merge is the k-way merge behind a Writer: it holds batches of records,
-// each sorted by time, and releases records in time order as far as the
+// each sorted by key (batch.key: the time, or its timeline key once the
+// clock stepped back), and releases records in key order as far as the
 // producers' watermarks allow. It is pure and single-goroutine: no clocks,
 // no locks, no I/O; the Writer's goroutine owns it.
 type merge struct {
@@ -29,7 +31,12 @@ func newMerge(delay int64, maxHeld int) *merge {
 // add holds the records of b, which must not be empty; b belongs to the
 // merge until release hands it to done.
 func (m *merge) add(b *batch) {
-	if !sortedByTime(b.recs) {
+	switch {
+	case len(b.keys) != 0:
+		if !slices.IsSorted(b.keys) {
+			sort.Stable(byKey{b})
+		}
+	case !sortedByTime(b.recs):
 		slices.SortStableFunc(b.recs, func(x, y correlate.Record) int {
 			switch {
 			case x.Pkt.Time < y.Pkt.Time:
@@ -45,6 +52,16 @@ func (m *merge) add(b *batch) {
 	m.seq++
 	m.held += len(b.recs)
 	m.push(b)
+}
+
+// byKey sorts a batch's records and keys by key.
+type byKey struct{ b *batch }
+
+func (s byKey) Len() int           { return len(s.b.keys) }
+func (s byKey) Less(i, j int) bool { return s.b.keys[i] < s.b.keys[j] }
+func (s byKey) Swap(i, j int) {
+	s.b.keys[i], s.b.keys[j] = s.b.keys[j], s.b.keys[i]
+	s.b.recs[i], s.b.recs[j] = s.b.recs[j], s.b.recs[i]
 }
 
 func sortedByTime(recs []correlate.Record) bool {
@@ -96,17 +113,17 @@ func (m *merge) drain(emit func(r *correlate.Record), done func(*batch)) {
 	}
 }
 
-func (b *batch) head() int64 { return b.recs[b.pos].Pkt.Time }
+func (b *batch) head() int64 { return b.key(b.pos) }
 
 // emitTop releases the oldest held record. A record older than one already
 // released is counted late.
 func (m *merge) emitTop(emit func(*correlate.Record), done func(*batch)) {
 	b := m.heap[0]
 	r := &b.recs[b.pos]
-	if r.Pkt.Time < m.lastTime {
+	if k := b.key(b.pos); k < m.lastTime {
 		m.late++
 	} else {
-		m.lastTime = r.Pkt.Time
+		m.lastTime = k
 	}
 	emit(r)
 	m.held--

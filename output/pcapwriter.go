@@ -117,6 +117,10 @@ func (w *Writer) SubmitPackets(worker int, pkts []tcp.Packet, watermark int64) b
 		return false
 	}
 	ok := true
+	now := int64(0)
+	if w.timeline.Stepped() {
+		now = w.now()
+	}
 	if n := len(pkts); n > 0 {
 		nb := (n + w.batchCap - 1) / w.batchCap
 		if !reserve(&ps.reserved, nb, n, ps.queueLen, ps.queueMax) {
@@ -130,12 +134,13 @@ func (w *Writer) SubmitPackets(worker int, pkts []tcp.Packet, watermark int64) b
 				for i := range k {
 					b.recs[i] = correlate.Record{Pkt: pkts[i]}
 				}
+				b.setKeys(w.timeline, now)
 				pkts = pkts[k:]
 				ps.queue <- b // never blocks: reserved counts it
 			}
 		}
 	}
-	if setMarkIn(ps.marks, worker, watermark) {
+	if setMarkIn(ps.marks, worker, w.keyOf(watermark)) {
 		w.poke()
 	}
 	return ok
@@ -153,7 +158,7 @@ func (w *Writer) AdvancePackets(worker int, watermark int64) {
 	if w.closed.Load() {
 		return
 	}
-	if setMarkIn(ps.marks, worker, watermark) {
+	if setMarkIn(ps.marks, worker, w.keyOf(watermark)) {
 		w.poke()
 	}
 }
@@ -205,10 +210,15 @@ func (w *Writer) pcapStep(drain bool) {
 	for k := len(ps.queue); k > 0; k-- {
 		w.pcapAccept(<-ps.queue)
 	}
+	now := int64(0)
+	if w.timeline.Stepped() {
+		now = w.now()
+	}
 	for off := 0; off < len(ps.pend); {
 		k := min(len(ps.pend)-off, w.batchCap)
 		b := w.getBatch(k)
 		b.recs = append(b.recs[:0], ps.pend[off:off+k]...)
+		b.setKeys(w.timeline, now) // released just now by the log: keyed as then
 		ps.merge.add(b)
 		off += k
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/hist"
 )
 
@@ -64,6 +65,12 @@ type WriterConfig struct {
 	// written once its time is at most (lowest watermark - Delay). 0 means
 	// DefaultDelay; a negative value means no slack.
 	Delay time.Duration
+	// Timeline, if set, is the wall clock's backward steps: records and
+	// watermarks are ordered by their Timeline keys, so the lines after a
+	// step come out in the order their packets came, their times going
+	// back at the step. Without it (or before a step) they are ordered by
+	// their times.
+	Timeline *clockstep.Timeline
 	// MaxHeld bounds the records held back for ordering; past it the oldest
 	// are written at once (counted in WriterStats.Forced). 0 means DefaultMaxHeld.
 	MaxHeld int
@@ -177,7 +184,9 @@ type Writer struct {
 	batchCap      int
 	maxHeld       int
 	flushInterval time.Duration
-	keepPcap      bool // WriterConfig.KeepPcap
+	keepPcap      bool                // WriterConfig.KeepPcap
+	timeline      *clockstep.Timeline // WriterConfig.Timeline
+	now           func() int64        // the wall clock, for timeline keys
 
 	// reserved packs the batches (high 32 bits) and records (low 32 bits)
 	// queued or being queued; it bounds the queue.
@@ -239,13 +248,45 @@ type workerMark struct {
 	_  [56]byte
 }
 
-// batch is a copy of the records of one Submit, sorted by time once the
-// writer takes it; pos is the next record to write.
+// batch is a copy of the records of one Submit, sorted by key once the
+// writer takes it; pos is the next record to write. keys are the records'
+// timeline keys, nil when each is its record's time (no backward step of
+// the clock yet).
 type batch struct {
 	recs  []correlate.Record
+	keys  []int64
 	pos   int
 	seq   uint64
 	class int
+}
+
+// key returns the order key of record i.
+func (b *batch) key(i int) int64 {
+	if len(b.keys) != 0 {
+		return b.keys[i]
+	}
+	return b.recs[i].Pkt.Time
+}
+
+// setKeys gives b's records their keys on timeline tl at now, once the
+// clock has stepped back; before that it leaves keys nil.
+func (b *batch) setKeys(tl *clockstep.Timeline, now int64) {
+	if !tl.Stepped() {
+		b.keys = nil
+		return
+	}
+	b.keys = b.keys[:0]
+	for i := range b.recs {
+		b.keys = append(b.keys, tl.Key(b.recs[i].Pkt.Time, now))
+	}
+}
+
+// keyOf is the key of a watermark or Sync time t, read now.
+func (w *Writer) keyOf(t int64) int64 {
+	if !w.timeline.Stepped() {
+		return t
+	}
+	return w.timeline.Key(t, w.now())
 }
 
 // Batches come in power-of-two size classes from minBatch records, each with
@@ -289,6 +330,8 @@ func OpenWriter(cfg *WriterConfig) (w *Writer, err error) {
 		onRecord:      cfg.OnRecord,
 		onWarning:     cfg.OnWarning,
 		keepPcap:      cfg.KeepPcap,
+		timeline:      cfg.Timeline,
+		now:           func() int64 { return time.Now().UnixNano() },
 	}
 	if w.format == nil {
 		w.format = SIFTR()
@@ -405,7 +448,7 @@ func (w *Writer) Submit(worker int, recs []correlate.Record, watermark int64) bo
 	// The watermark is stored after the batches are in the queue: the writer
 	// loads watermarks before draining the queue, so it never applies a
 	// watermark without the records submitted with it.
-	if w.setMark(worker, watermark) {
+	if w.setMark(worker, w.keyOf(watermark)) {
 		w.poke()
 	}
 	return true
@@ -422,7 +465,7 @@ func (w *Writer) Advance(worker int, watermark int64) {
 	// A later watermark can only release held records or end a Sync: with
 	// neither, the writer is left asleep (a host with many idle sources
 	// would wake it thousands of times a second for nothing).
-	if w.setMark(worker, watermark) && w.needPoke.Load() {
+	if w.setMark(worker, w.keyOf(watermark)) && w.needPoke.Load() {
 		w.poke()
 	}
 }
@@ -447,6 +490,7 @@ func (w *Writer) Reserve(n int, from int64) (int, error) {
 		if !free {
 			continue
 		}
+		from = w.keyOf(from)
 		for i := first; i < first+n; i++ {
 			w.slots[i] = true
 			w.marks[i].wm.Store(from)
@@ -493,10 +537,15 @@ func (w *Writer) enqueue(recs []correlate.Record) bool {
 	if !reserve(&w.reserved, nb, len(recs), w.queueLen, w.queueRecs) {
 		return false
 	}
+	now := int64(0)
+	if w.timeline.Stepped() {
+		now = w.now()
+	}
 	for len(recs) > 0 {
 		n := min(len(recs), w.batchCap)
 		b := w.getBatch(n)
 		b.recs = append(b.recs[:0], recs[:n]...)
+		b.setKeys(w.timeline, now)
 		recs = recs[n:]
 		w.queue <- b // never blocks: reserved counts every batch in the queue
 	}
@@ -523,6 +572,7 @@ func (w *Writer) getBatch(n int) *batch {
 func (w *Writer) putBatch(b *batch) {
 	clear(b.recs) // drop references (netip.Addr zones) before pooling
 	b.recs = b.recs[:0]
+	b.keys = b.keys[:0]
 	b.pos = 0
 	w.freeMu.Lock()
 	w.free[b.class] = append(w.free[b.class], b)
@@ -835,7 +885,7 @@ func (w *Writer) Sync(ctx context.Context, t int64) error {
 		return nil
 	}
 	w.mu.Unlock()
-	rq := &syncReq{t: t, done: make(chan struct{})}
+	rq := &syncReq{t: w.keyOf(t), done: make(chan struct{})}
 	select {
 	case w.syncc <- rq:
 	case <-w.done:

@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/syncbuf"
 )
 
@@ -748,4 +750,89 @@ func TestRecordSize(t *testing.T) {
 	if n := unsafe.Sizeof(correlate.Record{}); n > 112 {
 		t.Errorf("correlate.Record is %d bytes; the queue bounds assume 112", n)
 	}
+}
+
+// TestWriterOrderAcrossBackwardStep submits the records of two producers
+// before and after the wall clock steps back 10 s. With the run's
+// Timeline the lines come out in the order of their packets (those before
+// the step, then those after, each merged in time order) and none is late;
+// without it (the writer's time order alone) those after the step are all
+// late, released as they come.
+func TestWriterOrderAcrossBackwardStep(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	base := int64(1_000_000) * int64(time.Second)
+	for _, withTimeline := range []bool{true, false} {
+		t.Run(fmt.Sprintf("timeline=%v", withTimeline), func(t *testing.T) {
+			var tl *clockstep.Timeline
+			if withTimeline {
+				tl = new(clockstep.Timeline)
+			}
+			var (
+				mu  sync.Mutex
+				got []int64
+			)
+			w := openTest(t, &WriterConfig{Path: "-", Stdout: io.Discard, Workers: 2, Delay: -1, Timeline: tl,
+				OnRecord: func(r *correlate.Record) { mu.Lock(); got = append(got, r.Pkt.Time); mu.Unlock() }})
+			var now atomic.Int64
+			w.now = now.Load
+			if err := w.Start(&Header{}); err != nil {
+				t.Fatal(err)
+			}
+			var want []int64
+			// submit gives producer p the records at t0 + 2i ms + p ms, i < 10,
+			// newest first, with the watermark after them.
+			submit := func(p int, t0 int64) {
+				var recs []correlate.Record
+				for i := range 10 {
+					recs = append(recs, trec(t0+int64(2*i+p)*ms, p, i))
+				}
+				slices.Reverse(recs) // each batch is sorted by the writer
+				if !w.Submit(p, recs, t0+20*ms+int64(p)*ms) {
+					t.Fatal("Submit refused")
+				}
+			}
+			now.Store(base + 30*ms)
+			submit(0, base)
+			submit(1, base)
+			for i := range 20 {
+				want = append(want, base+int64(i)*ms)
+			}
+			waitFor(t, "the records before the step", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 20 })
+			// The clock steps back 10 s; the packets after it are stamped
+			// in the new frame. Producer 0 is ahead of producer 1.
+			after := base + 30*ms - 10*int64(time.Second)
+			if tl != nil {
+				tl.Back(10 * time.Second)
+			}
+			now.Store(after + 30*ms)
+			submit(0, after)
+			submit(1, after)
+			for i := range 20 {
+				want = append(want, after+int64(i)*ms)
+			}
+			if err := w.Close(func() *Footer { return &Footer{} }); err != nil {
+				t.Fatal(err)
+			}
+			late := w.Stats().Late
+			mu.Lock()
+			defer mu.Unlock()
+			if withTimeline {
+				if !slices.Equal(got, want) || late != 0 {
+					t.Errorf("%d late; order (ns from base):\n got %v\nwant %v", late, rel(got, base), rel(want, base))
+				}
+				return
+			}
+			if late != 20 {
+				t.Errorf("without a timeline: %d late, want the 20 after the step", late)
+			}
+		})
+	}
+}
+
+func rel(ts []int64, base int64) []int64 {
+	out := make([]int64, len(ts))
+	for i, v := range ts {
+		out[i] = (v - base) / int64(time.Millisecond)
+	}
+	return out
 }

@@ -174,7 +174,7 @@ func NewCollector(read func() Stats, info buildinfo.Info) *Collector {
 		writeErrors:  d("writer_write_errors_total", "Failed writes to the log."),
 		lostRecords:  d("writer_lost_records_total", "Records formatted but lost because a write failed."),
 		logUnlinked:  d("writer_log_unlinked_total", "Times the open log file was found deleted (records go nowhere until SIGHUP reopens it)."),
-		clockSteps:   d("clock_steps_total", "Steps of the wall clock (set, not slewed) during the run: the log's times jump with them; after a backward one, lines until the clock is back where it was come out of time order."),
+		clockSteps:   d("clock_steps_total", "Steps of the wall clock (set, not slewed) during the run: the log's times jump with them (lines stay in the order of their packets)."),
 
 		exactRecords:    d("exact_records_total", "exact mode: records read from the programs' ring buffer."),
 		exactDiscarded:  d("exact_discarded_packets_total", "exact mode: inbound TCP segments on the port not counted as packets, by reason: not_local (not for this host, or tagged for another device's VLAN), malformed (the IP layer would drop it).", "reason"),

@@ -69,6 +69,7 @@ func (p *Pipeline) openCycle(cfg *Config) (*cycle, error) {
 		Format:   format,
 		Workers:  c.src.Producers(),
 		OnRecord: cfg.OnRecord,
+		Timeline: &p.timeline,
 		OnWarning: func(m string) {
 			fmt.Fprintf(cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05"), m)
 		},

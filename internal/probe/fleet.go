@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/clockstep"
 	"github.com/siftr-probe/siftr-probe/internal/metrics"
 	"github.com/siftr-probe/siftr-probe/internal/pods"
 	"github.com/siftr-probe/siftr-probe/output"
@@ -69,10 +70,11 @@ func (s slotSink) Advance(p int, wm int64) { s.w.Advance(s.first+p, wm) }
 // each new one, and drains and releases the units of one that went away,
 // keeping its counts and flows for the disable line.
 type fleet struct {
-	cfg    *Config
-	format func() output.Format
-	shared *output.Writer // nil with a log per namespace
-	header *output.Header
+	cfg      *Config
+	timeline *clockstep.Timeline // the run's (Pipeline.timeline)
+	format   func() output.Format
+	shared   *output.Writer // nil with a log per namespace
+	header   *output.Header
 
 	mu      sync.Mutex
 	units   map[uint64]*followed // by namespace inode
@@ -508,7 +510,7 @@ func (f *fleet) openUnit(ns netnsInfo, path, iface string, origin *correlate.Ori
 			name = fmt.Sprint(ns.Inode)
 		}
 		logPath := filepath.Join(f.cfg.LogPerNetNS, name+"-"+iface+".log")
-		w, err := output.OpenWriter(&output.WriterConfig{Path: logPath, Format: f.format(), Workers: src.Producers(), OnRecord: f.cfg.OnRecord})
+		w, err := output.OpenWriter(&output.WriterConfig{Path: logPath, Format: f.format(), Workers: src.Producers(), OnRecord: f.cfg.OnRecord, Timeline: f.timeline})
 		if err != nil {
 			src.Close()
 			return nil, explainLog(logPath, err)
@@ -827,7 +829,7 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 			return nil, setupErr("bad namespace selector %q: want label=KEY=VALUE (the value a glob, as label=app=web*)", t)
 		}
 	}
-	f := &fleet{cfg: cfg, units: map[uint64]*followed{}, busy: map[uint64]bool{}, warned: map[uint64]map[string]bool{}, opening: make(chan struct{}, fleetOpeners), skipped: map[uint64]skip{},
+	f := &fleet{cfg: cfg, timeline: &p.timeline, units: map[uint64]*followed{}, busy: map[uint64]bool{}, warned: map[uint64]map[string]bool{}, opening: make(chan struct{}, fleetOpeners), skipped: map[uint64]skip{},
 		header: &output.Header{SysVer: sysVer(), IPMode: 6}}
 	if cfg.NodeName != "" {
 		w, err := pods.New(pods.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig})
@@ -852,7 +854,7 @@ func (p *Pipeline) newFleet(format output.Format) (*Pipeline, error) {
 		workers := max(cfg.Workers, 1)
 		w, err := output.OpenWriter(&output.WriterConfig{
 			Path: cfg.LogFile, Stdout: cfg.Stdout, Format: format, OnRecord: cfg.OnRecord,
-			Workers: cfg.MaxNetNS * fleetIfacesPerNS * workers, Slots: true,
+			Workers: cfg.MaxNetNS * fleetIfacesPerNS * workers, Slots: true, Timeline: f.timeline,
 			OnWarning: func(m string) {
 				fmt.Fprintf(cfg.Stderr, "siftr-probe: %s %s\n", time.Now().Format("15:04:05"), m)
 			},

@@ -171,8 +171,10 @@ type Pipeline struct {
 	closed   bool
 
 	// clock notices steps of the wall clock from Run to Close; nil if it
-	// could not be set up (said on Stderr).
-	clock *clockstep.Watcher
+	// could not be set up (said on Stderr). It records the backward ones
+	// in timeline, by which every writer of the run orders its lines.
+	clock    *clockstep.Watcher
+	timeline clockstep.Timeline
 
 	// changeMu serializes the changes: enable, disable, set.
 	changeMu sync.Mutex
@@ -366,12 +368,13 @@ func (p *Pipeline) clockSteps() clockstep.Stats {
 
 // clockStepped says what a step of the wall clock does to the log.
 func (p *Pipeline) clockStepped(s clockstep.Step) {
+	p.timeline.Back(-s.By)
 	by := s.By.Round(time.Microsecond)
 	if by >= 0 {
 		p.logf("the wall clock stepped forward by %v: the log's times jump with it (flows age by the monotonic clock: none is pruned for it)", by)
 		return
 	}
-	p.logf("the wall clock stepped back by %v: the log's times go back with it, and its lines of the next %v come out of time order (counted as late); flows age by the monotonic clock: none is pruned for it", -by, -by)
+	p.logf("the wall clock stepped back by %v: the log's times go back with it, its lines stay in the order of their packets; flows age by the monotonic clock: none is pruned for it", -by)
 }
 
 // read is one reading of every counter of the pipeline: the summary, the
