@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/siftr-probe/siftr-probe/correlate"
+	"github.com/siftr-probe/siftr-probe/internal/monoclock"
 	"github.com/siftr-probe/siftr-probe/tcp"
 )
 
@@ -20,6 +21,11 @@ const (
 	// maxHeld bounds the records waiting for confirmation; past it the
 	// oldest are logged with the state tc read.
 	maxHeld = 1 << 16
+	// stepTolerance is how far the wall clock may move from the offset
+	// before followClock measures it again: above the clock's slewing
+	// between refreshes (NTP slews at most 500 ppm), far below a step a
+	// reader of the log would notice.
+	stepTolerance = int64(50 * time.Microsecond)
 )
 
 // reader turns the programs' events, in ring buffer order, into records
@@ -230,6 +236,18 @@ func (r *reader) setOffset(o int64) {
 		r.newest = 0
 	}
 	r.offset = o
+}
+
+// followClock follows a step of the wall clock: if the clock has moved
+// from the offset by more than stepTolerance, the offset is measured
+// again, so records read from now on are in the clock's new frame. The
+// Run loop calls it each time it polls and every batch, so lines follow a
+// step within a poll or a batch; the once-a-second refresh then only
+// follows slewing.
+func (r *reader) followClock() {
+	if d := monoclock.Drift(r.offset); d > stepTolerance || d < -stepTolerance {
+		r.setOffset(monoclock.Offset())
+	}
 }
 
 // flush submits the batch. Its watermark is the newest time read, held

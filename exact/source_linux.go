@@ -329,6 +329,7 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 		} else {
 			s.rd.SetDeadline(time.Now().Add(pollEvery))
 		}
+		r.followClock()
 		// Read until the ring is empty and the deadline has passed.
 		var err error
 		for {
@@ -342,6 +343,7 @@ func (s *Source) Run(ctx context.Context, e *correlate.Engine) error {
 			r.event((*probeEvent)(unsafe.Pointer(&rec.RawSample[0])))
 			if len(r.recs) >= batchLen {
 				r.flush(0)
+				r.followClock()
 			}
 		}
 		now := time.Now()

@@ -4,25 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/siftr-probe/siftr-probe/internal/netlab/labtest"
 )
-
-// stepBy steps the wall clock by d relative to itself (adjtimex
-// ADJ_SETOFFSET): a pair of opposite steps leaves it where it was.
-func stepBy(t *testing.T, d time.Duration) {
-	t.Helper()
-	tx := unix.Timex{Modes: unix.ADJ_SETOFFSET | unix.ADJ_NANO}
-	sec, nsec := int64(d/time.Second), int64(d%time.Second)
-	if nsec < 0 { // the kernel wants 0 <= nsec < 1e9
-		sec, nsec = sec-1, nsec+int64(time.Second)
-	}
-	tx.Time = unix.Timeval{Sec: sec, Usec: nsec}
-	if _, err := unix.ClockAdjtime(unix.CLOCK_REALTIME, &tx); err != nil {
-		t.Fatalf("step the wall clock by %v: %v", d, err)
-	}
-}
 
 // TestWatchSteps steps the host's wall clock forward and back by 2 ms (net
 // change none) and checks that both steps are noticed with their sizes,
@@ -43,7 +26,7 @@ func TestWatchSteps(t *testing.T) {
 		t.Fatalf("%d steps noticed with the clock left alone", s.Steps)
 	}
 	for _, d := range []time.Duration{2 * time.Millisecond, -2 * time.Millisecond} {
-		stepBy(t, d)
+		labtest.StepClock(t, d)
 		select {
 		case s := <-steps:
 			if diff := s.By - d; diff < -500*time.Microsecond || diff > 500*time.Microsecond {
