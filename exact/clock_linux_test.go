@@ -19,6 +19,7 @@ import (
 func TestIntegrationClockStep(t *testing.T) {
 	const step = 2 * time.Millisecond
 	lab := labtest.NewT(t, netlab.Config{NoOffloads: true})
+	labtest.HoldClock(t)
 	listen(t, &lab.B, "10.77.0.2:5201")
 	run := start(t, open(t, &lab.A, Config{Port: 5201}))
 	time.Sleep(50 * time.Millisecond) // the reader polls with the offset it started with

@@ -14,6 +14,7 @@ import (
 // absorbs.
 func TestWatchSteps(t *testing.T) {
 	labtest.RequireRoot(t)
+	labtest.HoldClock(t)
 	steps := make(chan Step, 4)
 	w, err := Watch(func(s Step) { steps <- s })
 	if err != nil {

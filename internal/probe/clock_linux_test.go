@@ -23,6 +23,7 @@ import (
 // summary, and its log and counts are whole.
 func TestIntegrationClockStep(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Config{NoOffloads: true, RateBitsPerSec: 20e6})
+	labtest.HoldClock(t)
 	for _, state := range []string{"diag", "exact"} {
 		t.Run(state, func(t *testing.T) {
 			var ln net.Listener
