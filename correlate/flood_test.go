@@ -3,6 +3,7 @@ package correlate
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -272,4 +273,47 @@ func TestFlowListBound(t *testing.T) {
 		t.Errorf("%d listed, %d left out; want 10 and %d", listed, s.FlowListDropped, 30-listed)
 	}
 	checkConservation(t, e.Counts(), sink.records())
+}
+
+// BenchmarkFlowList measures building the disable line's flow list from a
+// full retired list (DefaultMaxFlowList) and as many live flows: its
+// allocations are the disable line's peak memory in the engine.
+func BenchmarkFlowList(b *testing.B) {
+	const n = DefaultMaxFlowList
+	d := &fakeDiag{socks: map[tcp.Query]tcp.Snapshot{}}
+	e := newEngine(b, &Config{MaxFlows: 4 * n}, &fakeSink{}, d)
+	now := time.Now()
+	batch := func(base int) []tcp.Packet {
+		var ps []tcp.Packet
+		for i := range n {
+			j := base + i
+			r := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(j >> 16), byte(j >> 8)}), uint16(j))
+			d.socks[tcp.Query{Local: local, Remote: r}] = established(uint64(j + 1))
+			p := pkt(uint32(j), tcp.DirOut, local, r)
+			p.Time = now.UnixNano()
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	// In blocks, each looked up before the next: unverified flows have a
+	// budget of their own.
+	feed := func(ps []tcp.Packet) {
+		for c := range slices.Chunk(ps, 1024) {
+			e.Block(0, c)
+			e.Flush()
+		}
+	}
+	retire := batch(0)
+	feed(retire)
+	clear(d.socks) // these close: the next lookups find none, and they retire
+	feed(retire)
+	e.Prune()
+	feed(batch(n))
+	if got := len(e.Flows()); got != 2*n {
+		b.Fatalf("%d flows listed, want %d", got, 2*n)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Flows()
+	}
 }

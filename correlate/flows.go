@@ -394,7 +394,10 @@ func (t *flowTable) prune(idleBefore, closedBefore int64) {
 // is listed once; a reused 4-tuple with a new socket is listed again.
 func (t *flowTable) names() []Flow {
 	t.mu.Lock()
-	all := slices.Clone(t.retired)
+	// Room for the live flows too, so that the list is allocated once
+	// (more may arrive meanwhile; append makes room then).
+	all := make([]retiredFlow, len(t.retired), len(t.retired)+int(max(t.active.Load(), 0)))
+	copy(all, t.retired)
 	t.mu.Unlock()
 	for i := range t.shards {
 		s := &t.shards[i]
@@ -406,20 +409,23 @@ func (t *flowTable) names() []Flow {
 		}
 		s.mu.RUnlock()
 	}
+	// A connection is listed once, at its first entry (a flow pruned and
+	// seen again is retired twice): sort by connection, then by entry,
+	// keep each connection's first, and restore the order of entry. No
+	// map: the list can hold hundreds of thousands of flows.
+	slices.SortFunc(all, func(a, b retiredFlow) int {
+		return cmp.Or(compareFlows(a.name, b.name), cmp.Compare(a.cookie, b.cookie), cmp.Compare(a.seq, b.seq))
+	})
+	all = slices.CompactFunc(all, func(a, b retiredFlow) bool { return a.name == b.name && a.cookie == b.cookie })
 	slices.SortFunc(all, func(a, b retiredFlow) int { return cmp.Compare(a.seq, b.seq) })
-	type conn struct {
-		name   Flow
-		cookie uint64
-	}
-	listed := make(map[conn]bool, len(all))
-	names := make([]Flow, 0, len(all))
-	for _, r := range all {
-		c := conn{r.name, r.cookie}
-		if listed[c] {
-			continue
-		}
-		listed[c] = true
-		names = append(names, r.name)
+	names := make([]Flow, len(all))
+	for i := range all {
+		names[i] = all[i].name
 	}
 	return names
+}
+
+func compareFlows(a, b Flow) int {
+	return cmp.Or(a.Local.Addr().Compare(b.Local.Addr()), cmp.Compare(a.Local.Port(), b.Local.Port()),
+		a.Remote.Addr().Compare(b.Remote.Addr()), cmp.Compare(a.Remote.Port(), b.Remote.Port()))
 }

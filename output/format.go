@@ -19,8 +19,23 @@ type Format interface {
 	AppendHeader(dst []byte, h *Header) []byte
 	// AppendRecord appends one data line.
 	AppendRecord(dst []byte, r *correlate.Record) []byte
-	// AppendFooter appends the line written when logging stops (SIFTR's disable line).
-	AppendFooter(dst []byte, f *Footer) []byte
+	// AppendFooterStart, AppendFlow and AppendFooterEnd append the line
+	// written when logging stops (SIFTR's disable line) in parts, so that
+	// a long flow list is streamed: the line up to its flow list, flow i
+	// of the list (from 0), and the line's end. AppendFooter appends all
+	// of it at once.
+	AppendFooterStart(dst []byte, f *Footer) []byte
+	AppendFlow(dst []byte, i int, fl *correlate.Flow) []byte
+	AppendFooterEnd(dst []byte) []byte
+}
+
+// AppendFooter appends f's disable line, whole, in format fm.
+func AppendFooter(fm Format, dst []byte, f *Footer) []byte {
+	dst = fm.AppendFooterStart(dst, f)
+	for i := range f.Flows {
+		dst = fm.AppendFlow(dst, i, &f.Flows[i])
+	}
+	return fm.AppendFooterEnd(dst)
 }
 
 // Header is what the enable line says. The system name is always Linux.

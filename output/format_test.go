@@ -187,8 +187,8 @@ func renderAll(f Format) []byte {
 		r := nr.rec
 		b = f.AppendRecord(b, &r)
 	}
-	b = f.AppendFooter(b, goldenFooter())
-	b = f.AppendFooter(b, &Footer{Time: time.Unix(1700000124, 0)}) // no flows, no packets
+	b = AppendFooter(f, b, goldenFooter())
+	b = AppendFooter(f, b, &Footer{Time: time.Unix(1700000124, 0)}) // no flows, no packets
 	return b
 }
 
@@ -295,7 +295,7 @@ func TestSIFTRShape(t *testing.T) {
 }
 
 func TestSIFTRDisableLine(t *testing.T) {
-	got := string(SIFTR().AppendFooter(nil, goldenFooter()))
+	got := string(AppendFooter(SIFTR(), nil, goldenFooter()))
 	want := "disable_time_secs=1700000123\tdisable_time_usecs=987654\tnum_inbound_tcp_pkts=1000\t" +
 		"num_outbound_tcp_pkts=2000\ttotal_tcp_pkts=3000\tnum_inbound_skipped_pkts_malloc=1\t" +
 		"num_outbound_skipped_pkts_malloc=2\tnum_inbound_skipped_pkts_tcpcb=3\t" +
@@ -422,7 +422,7 @@ func TestJSONLHeaderFooter(t *testing.T) {
 			RemotePort uint16 `json:"remote_port"`
 		} `json:"flow_list"`
 	}
-	if err := json.Unmarshal(JSONL().AppendFooter(nil, goldenFooter()), &f); err != nil {
+	if err := json.Unmarshal(AppendFooter(JSONL(), nil, goldenFooter()), &f); err != nil {
 		t.Fatal(err)
 	}
 	if f.Type != "disable" || f.Total != 3000 || f.Skipped != 21 || len(f.FlowList) != 3 ||

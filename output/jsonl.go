@@ -113,7 +113,7 @@ func (jsonlFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	return append(dst, "}\n"...)
 }
 
-func (jsonlFormat) AppendFooter(dst []byte, f *Footer) []byte {
+func (jsonlFormat) AppendFooterStart(dst []byte, f *Footer) []byte {
 	c := &f.Counts
 	pkts, skipped := c.Totals()
 	sec, usec := splitTime(timeNanos(f.Time))
@@ -130,18 +130,19 @@ func (jsonlFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	dst = appendJKey(dst, `,"num_inbound_skipped_pkts_inpcb":`, c.SkipInPCB[0])
 	dst = appendJKey(dst, `,"num_outbound_skipped_pkts_inpcb":`, c.SkipInPCB[1])
 	dst = appendJKey(dst, `,"total_skipped_tcp_pkts":`, skipped)
-	dst = append(dst, `,"flow_list":[`...)
-	for i := range f.Flows {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		fl := &f.Flows[i]
-		dst = appendJAddrPort(dst, `{"local_addr":"`, `,"local_port":`, fl.Local)
-		dst = appendJAddrPort(dst, `,"remote_addr":"`, `,"remote_port":`, fl.Remote)
-		dst = append(dst, '}')
-	}
-	return append(dst, "]}\n"...)
+	return append(dst, `,"flow_list":[`...)
 }
+
+func (jsonlFormat) AppendFlow(dst []byte, i int, fl *correlate.Flow) []byte {
+	if i > 0 {
+		dst = append(dst, ',')
+	}
+	dst = appendJAddrPort(dst, `{"local_addr":"`, `,"local_port":`, fl.Local)
+	dst = appendJAddrPort(dst, `,"remote_addr":"`, `,"remote_port":`, fl.Remote)
+	return append(dst, '}')
+}
+
+func (jsonlFormat) AppendFooterEnd(dst []byte) []byte { return append(dst, "]}\n"...) }
 
 // appendOrigin appends where the record's socket lives: its network
 // namespace and pod (empty strings and 0 when unknown).

@@ -99,7 +99,7 @@ func appendField(dst []byte, v uint64) []byte {
 	return appendUint(dst, v)
 }
 
-func (*siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
+func (*siftrFormat) AppendFooterStart(dst []byte, f *Footer) []byte {
 	c := &f.Counts
 	pkts, skipped := c.Totals()
 	sec, usec := splitTime(timeNanos(f.Time))
@@ -117,20 +117,21 @@ func (*siftrFormat) AppendFooter(dst []byte, f *Footer) []byte {
 	dst = appendKey(dst, "\tnum_inbound_skipped_pkts_inpcb=", c.SkipInPCB[0])
 	dst = appendKey(dst, "\tnum_outbound_skipped_pkts_inpcb=", c.SkipInPCB[1])
 	dst = appendKey(dst, "\ttotal_skipped_tcp_pkts=", skipped)
-	dst = append(dst, "\tflow_list="...)
-	for i := range f.Flows {
-		fl := &f.Flows[i]
-		dst = appendAddr(dst, fl.Local.Addr())
-		dst = append(dst, ';')
-		dst = appendUint(dst, uint64(fl.Local.Port()))
-		dst = append(dst, '-')
-		dst = appendAddr(dst, fl.Remote.Addr())
-		dst = append(dst, ';')
-		dst = appendUint(dst, uint64(fl.Remote.Port()))
-		dst = append(dst, ',')
-	}
-	return append(dst, '\n')
+	return append(dst, "\tflow_list="...)
 }
+
+func (*siftrFormat) AppendFlow(dst []byte, _ int, fl *correlate.Flow) []byte {
+	dst = appendAddr(dst, fl.Local.Addr())
+	dst = append(dst, ';')
+	dst = appendUint(dst, uint64(fl.Local.Port()))
+	dst = append(dst, '-')
+	dst = appendAddr(dst, fl.Remote.Addr())
+	dst = append(dst, ';')
+	dst = appendUint(dst, uint64(fl.Remote.Port()))
+	return append(dst, ',')
+}
+
+func (*siftrFormat) AppendFooterEnd(dst []byte) []byte { return append(dst, '\n') }
 
 func appendKey(dst []byte, key string, v uint64) []byte {
 	dst = append(dst, key...)

@@ -16,9 +16,11 @@ import (
 // Path "-". It is an io.WriteCloser whose output is always made of whole
 // lines, also when a write fails part way (a full disk):
 //
-// Write takes whole lines. If the write fails after part of p reached the
-// output, the partial last line is taken back: a regular file is truncated
-// to the end of the last whole line; where that is impossible (a pipe, a
+// Write takes lines; p may end inside a line, which the next Write goes
+// on with (a long line written in parts). If a write fails after part of
+// p reached the output, the partial last line is taken back, also the
+// parts of it earlier writes put there: a regular file is truncated to
+// the end of the last whole line; where that is impossible (a pipe, a
 // terminal), the line is ended with a newline before the next write. Write
 // then returns the length of the whole lines of p that are in the output,
 // with the error, so the caller can count exactly what was written.
@@ -38,6 +40,7 @@ type sink struct {
 	out    io.Writer
 	stdout io.Writer // standard output, for path "-"
 	torn   bool      // a failed write left a partial line that could not be removed
+	open   int       // bytes of an unfinished unit that earlier writes left in the output
 	warn   func(string)
 
 	unlinkedWarned bool
@@ -54,8 +57,10 @@ type sinkRules struct {
 	// replace empties a file when it is opened (once it is locked)
 	// instead of appending to what it holds.
 	replace bool
-	// whole returns how many bytes of p[:n] are whole units (lines,
-	// blocks); p starts on a unit.
+	// whole returns how many bytes of p[:n] end whole units (lines,
+	// blocks), counting a unit begun by an earlier write; p starts on a
+	// unit if no unit is open. Only units that can be written in parts
+	// (lines) may be.
 	whole func(p []byte, n int) int
 	// mend, if not nil, is written before the next write after a unit
 	// was cut short and could not be removed (a pipe, a terminal).
@@ -129,7 +134,8 @@ func openLocked(path string, rules *sinkRules) (*os.File, error) {
 
 var newline = []byte{'\n'}
 
-// Write writes p, which holds whole lines; see sink.
+// Write writes p, lines that may begin or end in a line written in parts;
+// see sink.
 func (s *sink) Write(p []byte) (int, error) {
 	if s.torn && s.rules.mend != nil {
 		n, err := s.out.Write(s.rules.mend)
@@ -145,12 +151,24 @@ func (s *sink) Write(p []byte) (int, error) {
 	}
 	if err != nil {
 		keep := s.rules.whole(p, n)
-		if keep < n && !s.truncateTail(n-keep) {
+		cut := n - keep // of p, and of the earlier parts of a line p did not end
+		if keep == 0 {
+			cut += s.open
+		}
+		s.open = 0
+		if cut > 0 && !s.truncateTail(cut) {
 			s.torn = true
 			s.bytes.Add(uint64(n - keep))
+		} else if keep == 0 {
+			s.bytes.Add(-uint64(cut - n)) // the earlier parts are gone
 		}
 		s.bytes.Add(uint64(keep))
 		return keep, err
+	}
+	if w := s.rules.whole(p, n); w > 0 {
+		s.open = n - w
+	} else {
+		s.open += n
 	}
 	s.bytes.Add(uint64(n))
 	s.checkLinks()

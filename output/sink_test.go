@@ -3,8 +3,10 @@ package output
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -382,5 +384,120 @@ func TestOpenWriterFIFO(t *testing.T) {
 	err := <-done // before the fix this blocked forever in open(2)
 	if err == nil || !strings.Contains(err.Error(), "log file "+fifo+" is a named pipe (FIFO), not a regular file") {
 		t.Errorf("error %v", err)
+	}
+}
+
+// manyFlows returns n distinct flows.
+func manyFlows(n int) []correlate.Flow {
+	flows := make([]correlate.Flow, n)
+	for i := range flows {
+		flows[i] = correlate.Flow{
+			Local:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 16), byte(i >> 8)}), uint16(i)),
+			Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, 0, 1}), 5201),
+		}
+	}
+	return flows
+}
+
+// writeSizes records the size of each write, in memory.
+type writeSizes struct {
+	buf   bytes.Buffer
+	sizes []int
+}
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return w.buf.Write(p)
+}
+
+// TestWriterStreamsDisableLine writes a disable line of 300,000 flows
+// (about 11 MB) and checks that it went out in writes of about flushSize,
+// not as one buffer the size of the line, and reads back whole.
+func TestWriterStreamsDisableLine(t *testing.T) {
+	const n = 300_000
+	out := &writeSizes{}
+	w, err := OpenWriter(&WriterConfig{Path: "-", Stdout: out, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(goldenHeader()); err != nil {
+		t.Fatal(err)
+	}
+	flows := manyFlows(n)
+	if err := w.Close(func() *Footer { return &Footer{Time: time.Unix(1700000200, 0), Flows: flows} }); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.sizes) < 5 || slices.Max(out.sizes) > flushSize+4<<10 {
+		t.Errorf("%d bytes in %d writes, the largest %d: want the line streamed in writes of about %d",
+			out.buf.Len(), len(out.sizes), slices.Max(out.sizes), flushSize)
+	}
+	log, err := siftrlog.Parse(&out.buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log.Disable) != 1 || len(log.Flows) != n || log.Flows[n-1] != "10.1.4.147;37855-10.2.0.1;5201" {
+		t.Errorf("%d disable lines, %d flows (last %q), want 1 and %d", len(log.Disable), len(log.Flows), log.Flows[len(log.Flows)-1], n)
+	}
+}
+
+// TestIntegrationWriterDiskFullDisableLine fills the disk part way
+// through a streamed disable line: the parts already written are taken
+// back, so the log ends on its last whole line, and Bytes is its size.
+func TestIntegrationWriterDiskFullDisableLine(t *testing.T) {
+	dir := smallFS(t, "2m")
+	path := filepath.Join(dir, "siftr.log")
+	w, err := OpenWriter(&WriterConfig{Path: path, Workers: 1, Delay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(goldenHeader()); err != nil {
+		t.Fatal(err)
+	}
+	r := baseRecord()
+	w.Submit(0, []correlate.Record{r}, r.Pkt.Time+1)
+	flows := manyFlows(150_000) // about 5 MB: more than one write fits
+	if err := w.Close(func() *Footer { return &Footer{Time: time.Unix(1700000200, 0), Flows: flows} }); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Close = %v, want ENOSPC", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := siftrlog.Parse(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("log: %v (ends %q)", err, data[max(0, len(data)-40):])
+	}
+	if len(log.Enable) != 1 || len(log.Lines) != 1 || len(log.Disable) != 0 {
+		t.Errorf("%d enable, %d data, %d disable lines: want the enable line and the record, no part of the disable line",
+			len(log.Enable), len(log.Lines), len(log.Disable))
+	}
+	if st := w.Stats(); st.Bytes != uint64(len(data)) || st.Records != 1 {
+		t.Errorf("Bytes %d, Records %d; the file is %d bytes with 1 record", st.Bytes, st.Records, len(data))
+	}
+}
+
+// TestSinkLineInPartsUntruncatable: where a line written in parts cannot
+// be taken back, it is ended before the next write.
+func TestSinkLineInPartsUntruncatable(t *testing.T) {
+	sw := &shortWriter{limit: 14}
+	s, err := openSink("-", sw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Write([]byte("line1\nlo")); n != 8 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if n, err := s.Write([]byte("ng line\n")); n != 0 || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Write = %d, %v; want 0 (the line is not whole), ENOSPC", n, err)
+	}
+	sw.limit = 1 << 20
+	if n, err := s.Write([]byte("line3\n")); n != 6 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if got := sw.buf.String(); got != "line1\nlong lin\nline3\n" {
+		t.Errorf("output %q", got)
+	}
+	if s.bytes.Load() != uint64(sw.buf.Len()) {
+		t.Errorf("bytes %d, output %d", s.bytes.Load(), sw.buf.Len())
 	}
 }

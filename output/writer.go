@@ -719,7 +719,7 @@ func (w *Writer) finish() {
 			ff := *f
 			ff.Counts.SkipMalloc[0] += w.lostDir[0]
 			ff.Counts.SkipMalloc[1] += w.lostDir[1]
-			w.buf = w.format.AppendFooter(w.buf, &ff)
+			w.writeFooter(&ff)
 		}
 	}
 	if len(w.buf) > 0 {
@@ -729,6 +729,23 @@ func (w *Writer) finish() {
 		close(rq.done)
 	}
 	w.syncs = nil
+}
+
+// writeFooter writes the disable line, streaming its flow list a
+// flushSize at a time (a list of many flows is tens of megabytes). If a
+// write fails, the rest of the line is not written: the sink has taken the
+// part already written back (see sink).
+func (w *Writer) writeFooter(f *Footer) {
+	w.buf = w.format.AppendFooterStart(w.buf, f)
+	for i := range f.Flows {
+		w.buf = w.format.AppendFlow(w.buf, i, &f.Flows[i])
+		if len(w.buf) >= flushSize {
+			if w.writeOut() != nil {
+				return
+			}
+		}
+	}
+	w.buf = w.format.AppendFooterEnd(w.buf)
 }
 
 // emit formats a record the merge released.
@@ -749,8 +766,9 @@ func (w *Writer) emit(r *correlate.Record) {
 }
 
 // writeOut writes the buffer. If the write fails, the records whose lines
-// did not reach the log are counted as lost, by direction.
-func (w *Writer) writeOut() {
+// did not reach the log are counted as lost, by direction, and the error
+// is returned.
+func (w *Writer) writeOut() error {
 	n, err := w.sink.Write(w.buf)
 	// Records whose line ends within the n bytes in the log were written.
 	k := sort.SearchInts(w.recEnds, n+1)
@@ -766,6 +784,7 @@ func (w *Writer) writeOut() {
 	w.buf = w.buf[:0]
 	w.recEnds = w.recEnds[:0]
 	w.recDirs = w.recDirs[:0]
+	return err
 }
 
 func (w *Writer) setErr(err error) {

@@ -28,9 +28,13 @@ import (
 type lineFormat struct{}
 
 func (lineFormat) AppendHeader(dst []byte, h *Header) []byte { return append(dst, "H\n"...) }
-func (lineFormat) AppendFooter(dst []byte, f *Footer) []byte {
-	return fmt.Appendf(dst, "F %d\n", f.Counts.Packets[0])
+func (lineFormat) AppendFooterStart(dst []byte, f *Footer) []byte {
+	return fmt.Appendf(dst, "F %d", f.Counts.Packets[0])
 }
+func (lineFormat) AppendFlow(dst []byte, _ int, fl *correlate.Flow) []byte {
+	return fmt.Appendf(dst, " %v-%v", fl.Local, fl.Remote)
+}
+func (lineFormat) AppendFooterEnd(dst []byte) []byte { return append(dst, '\n') }
 func (lineFormat) AppendRecord(dst []byte, r *correlate.Record) []byte {
 	dst = strconv.AppendInt(dst, r.Pkt.Time, 10)
 	dst = append(dst, ' ')

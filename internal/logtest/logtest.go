@@ -123,7 +123,7 @@ func Write(w io.Writer, f output.Format, start time.Time, recs []*correlate.Reco
 	if len(recs) > 0 {
 		end = time.Unix(0, recs[len(recs)-1].Pkt.Time+1e6)
 	}
-	buf = f.AppendFooter(buf, Footer(end, recs, flows, skipped))
+	buf = output.AppendFooter(f, buf, Footer(end, recs, flows, skipped))
 	if _, err := bw.Write(buf); err != nil {
 		return err
 	}

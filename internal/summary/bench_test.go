@@ -39,7 +39,7 @@ func BenchmarkSummary(b *testing.B) {
 	})
 	ft := logtest.Footer(start.Add(200e9), nil, flows, [2]uint64{})
 	ft.Counts.Packets = counts
-	w.Write(fm.AppendFooter(buf, ft))
+	w.Write(output.AppendFooter(fm, buf, ft))
 	if err := w.Flush(); err != nil {
 		b.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func main() {
 	})
 	ft := logtest.Footer(start.Add(time.Duration(*n)*10*time.Microsecond+time.Millisecond), nil, flows, [2]uint64{})
 	ft.Counts.Packets = recs
-	buf = f.AppendFooter(buf, ft)
+	buf = output.AppendFooter(f, buf, ft)
 	w.Write(buf)
 	if err := w.Flush(); err != nil {
 		fmt.Fprintln(os.Stderr, "genlog:", err)
