@@ -22,9 +22,10 @@ const (
 	// oldest are logged with the state tc read.
 	maxHeld = 1 << 16
 	// stepTolerance is how far the wall clock may move from the offset
-	// before followClock measures it again: above the clock's slewing
-	// between refreshes (NTP slews at most 500 ppm), far below a step a
-	// reader of the log would notice.
+	// before followClock measures it again: far below a step a reader of
+	// the log would notice, and above what slewing does between polls
+	// (NTP slews at most 500 ppm: 50 µs in 100 ms, so at most ten
+	// re-measurements a second of about 1 µs each).
 	stepTolerance = int64(50 * time.Microsecond)
 )
 
